@@ -1,0 +1,49 @@
+"""Atomic file writes: a crash leaves the old file or the new one, never half of one."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `target` (same suffix) and rename it over `target` on success.
+
+    The suffix is kept because some writers (Keras, matplotlib) pick the format from it.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix,
+                                    dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_with(target: Path, writer: Callable[[Path], Any]) -> Path:
+    """Call `writer(tmp_path)` and atomically move the result to `target`."""
+    with atomic_path(target) as tmp:
+        writer(tmp)
+    return Path(target)
+
+
+def write_text(target: Path, text: str) -> Path:
+    return write_with(target, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def write_bytes(target: Path, data: bytes) -> Path:
+    return write_with(target, lambda p: p.write_bytes(data))
+
+
+def write_json(target: Path, obj: Any) -> Path:
+    return write_text(target, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")

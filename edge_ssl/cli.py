@@ -1,0 +1,28 @@
+"""The `edge-ssl` command: a thin shell over the stages, one module per command.
+
+Command modules import only the standard library, typer and rich at module level; TensorFlow,
+tf2onnx and onnxruntime are imported inside the commands that use them, so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from edge_ssl.commands import bench, classify, demo_data, export, train
+
+app = typer.Typer(
+    name="edge-ssl",
+    help="Unlabeled images → rotation-pretrained MobileNetV2 → verified ONNX → fast edge inference.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("train")(train.train)
+app.command("demo-data")(demo_data.demo_data)
+app.command("export")(export.export)
+app.command("classify")(classify.classify)
+app.command("bench")(bench.bench)
+
+
+def main() -> None:
+    app()

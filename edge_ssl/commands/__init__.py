@@ -1,0 +1,1 @@
+"""One module per CLI command (Typer's one-file-per-command layout)."""

@@ -1,0 +1,127 @@
+"""`edge-ssl train`: rotation pretext, then fine-tune, into a resumable run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from edge_ssl.console import console, user_errors
+from edge_ssl.errors import RunDirError
+from edge_ssl.train.config import Freeze, Rotations, TrainConfig
+
+
+def _split_classes(value: str | None) -> tuple[str, ...]:
+    return tuple(c.strip() for c in value.split(",") if c.strip()) if value else ()
+
+
+@user_errors
+def train(
+    ctx: typer.Context,
+    data: Annotated[Path | None, typer.Option(
+        help="Tiny ImageNet folder (has wnids.txt) or DIR/<class>/*.jpg; default: demo data.",
+        show_default=False)] = None,
+    unlabeled: Annotated[Path | None, typer.Option(
+        help="Extra loose images for the pretext (with a class-per-folder --data).")] = None,
+    classes: Annotated[str | None, typer.Option(
+        help="Fine-tune classes, comma-separated: wnids, words from words.txt, or folder names.",
+        show_default=False)] = None,
+    pretext_classes: Annotated[int | None, typer.Option(
+        help="Tiny ImageNet: pretext on the first K classes only.")] = None,
+    labels_per_class: Annotated[int | None, typer.Option(
+        help="Keep only N labelled images per class for the fine-tune (seeded).")] = None,
+    demo_per_class: Annotated[int, typer.Option(help="Demo data: training images per class.")]
+        = 500,
+    image_size: Annotated[int, typer.Option(help="Square training size S.")] = 64,
+    width: Annotated[float, typer.Option(help="MobileNetV2 width (alpha).")] = 1.0,
+    backbone_weights: Annotated[Path | None, typer.Option(
+        exists=True, dir_okay=False,
+        help="Local ImageNet MobileNetV2 no-top .h5 weights; switches rescaling to [-1, 1].")]
+        = None,
+    bn_momentum: Annotated[float | None, typer.Option(
+        help="BatchNorm momentum; default 0.9 (random init) or 0.999 (ImageNet weights).",
+        show_default=False)] = None,
+    rotations: Annotated[Rotations, typer.Option(
+        help="all: the 4 rotations of an image in one batch; random: one per image.")]
+        = Rotations.all,
+    batch_size: Annotated[int, typer.Option(help="Samples per batch.")] = 32,
+    pretext_epochs: Annotated[int, typer.Option(help="Most pretext epochs.")] = 100,
+    finetune_epochs: Annotated[int, typer.Option(help="Most fine-tune epochs.")] = 40,
+    learning_rate: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    patience: Annotated[int, typer.Option(help="EarlyStopping patience (val_accuracy).")] = 10,
+    lr_patience: Annotated[int, typer.Option(
+        help="ReduceLROnPlateau patience (val_loss, factor 0.5).")] = 4,
+    freeze: Annotated[Freeze, typer.Option(
+        help="backbone: train only the head during the fine-tune.")] = Freeze.none,
+    baseline: Annotated[bool, typer.Option(
+        help="Also train the classifier from random init on the same labels.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed for splits, sampling and initialisation.")] = 0,
+    mixed_precision: Annotated[bool, typer.Option(
+        help="mixed_float16 policy (GPUs); the softmax stays float32.")] = False,
+    runs_dir: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
+    name: Annotated[str | None, typer.Option(help="Run name; default: a UTC timestamp.",
+                                             show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run of that name.")]
+        = False,
+    resume: Annotated[Path | None, typer.Option(
+        help="Continue an interrupted run from its last completed epoch.", show_default=False)]
+        = None,
+    verbose: Annotated[bool, typer.Option(help="Show TensorFlow's own log lines.")] = False,
+) -> None:
+    """Pretrain MobileNetV2 by rotation prediction, then fine-tune it into a classifier."""
+    from edge_ssl.quiet import import_tensorflow
+
+    if resume is not None:
+        given = [p for p in ctx.params if p not in ("resume", "verbose")
+                 and ctx.get_parameter_source(p) is click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise RunDirError(f"--resume continues with the run's saved options; drop "
+                              f"{', '.join('--' + g.replace('_', '-') for g in given)}.")
+    else:
+        config = TrainConfig(
+            data=data, unlabeled=unlabeled, classes=_split_classes(classes),
+            pretext_classes=pretext_classes, labels_per_class=labels_per_class,
+            demo_per_class=demo_per_class, image_size=image_size, width=width,
+            backbone_weights=backbone_weights, bn_momentum=bn_momentum,
+            rotations=rotations, batch_size=batch_size, pretext_epochs=pretext_epochs,
+            finetune_epochs=finetune_epochs, learning_rate=learning_rate, patience=patience,
+            lr_patience=lr_patience, freeze=freeze, baseline=baseline, seed=seed,
+            mixed_precision=mixed_precision)
+    import_tensorflow(verbose)
+    from edge_ssl.rundir import create_run_dir, new_run_name, point_latest, resolve_run
+    from edge_ssl.train.run import load_run_config
+    from edge_ssl.train.run import train as run_training
+
+    if resume is not None:
+        run = resolve_run(resume)
+        config = load_run_config(run)
+        point_latest(run)
+        console.print(f"Resuming {run}")
+        source = None
+    else:
+        from edge_ssl.train.sources import load_source
+
+        source = load_source(config)  # bad data fails before a run directory is created
+        run = create_run_dir(runs_dir, name or new_run_name(), overwrite)
+        console.print(f"Run directory: {run}")
+    report = run_training(config, run, source=source, resume=resume is not None)
+    _print_summary(run, report)
+
+
+def _print_summary(run: Path, report: dict[str, object]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"edge-ssl train — {run}")
+    table.add_column("stage")
+    table.add_column("held-out accuracy", justify="right")
+    table.add_column("epochs", justify="right")
+    table.add_column("images/s", justify="right")
+    for stage in ("pretext", "finetune", "baseline"):
+        result = report.get(stage)
+        if isinstance(result, dict):
+            table.add_row(stage, f"{result['val_accuracy']:.3f}", str(result["epochs_run"]),
+                          f"{result['images_per_second']:.0f}")
+    console.print(table)
+    console.print(f"Artifacts in {run}; next: edge-ssl export {run}")

@@ -1,0 +1,59 @@
+"""The contracts every stage agrees on: ONNX names and metadata keys, run-directory file names.
+
+The runtime reads exported models with only these constants, so they live outside the stages.
+"""
+
+from __future__ import annotations
+
+# ONNX graph: one uint8 NHWC RGB input, one float32 [batch, classes] output.
+INPUT_NAME = "image"
+OUTPUT_NAME = "probabilities"
+
+# metadata_props keys; every value is JSON.
+META_TASK = "edge_ssl.task"  # "rotation" | "classification"
+META_LABELS = "edge_ssl.labels"  # list[str]
+META_IMAGE_SIZE = "edge_ssl.image_size"  # int, the square training size
+META_RESCALE = "edge_ssl.rescale"  # {"scale": float, "offset": float}
+META_INTERPOLATION = "edge_ssl.interpolation"  # "bilinear"
+META_VERSION = "edge_ssl.version"  # edge-ssl version that exported the model
+META_RUN = "edge_ssl.run"  # run directory name
+META_EXPORTED_AT = "edge_ssl.exported_at"  # ISO-8601 UTC
+META_PRECISION = "edge_ssl.precision"  # "fp32" | "int8" | "fp16"
+
+TASK_ROTATION = "rotation"
+TASK_CLASSIFICATION = "classification"
+ROTATION_LABELS = ("0", "90", "180", "270")  # label k = k * 90 degrees counter-clockwise
+
+# Run directory layout (design §7).
+RUNS_DIR = "runs"
+LATEST = "latest"
+CONFIG_FILE = "config.json"
+PRETEXT_MODEL = "pretext.keras"
+CLASSIFIER_MODEL = "classifier.keras"
+BASELINE_MODEL = "baseline.keras"
+HISTORY_PRETEXT = "history_pretext.csv"
+HISTORY_FINETUNE = "history_finetune.csv"
+HISTORY_BASELINE = "history_baseline.csv"
+CURVES_PNG = "curves.png"
+SAMPLES_PNG = "pretext_samples.png"
+REPORT_FILE = "report.json"
+CHECKPOINTS_DIR = "checkpoints"
+EXPORTS_DIR = "exports"
+EXPORT_REPORT = "export_report.json"
+PRETEXT_ONNX = "pretext.onnx"
+CLASSIFIER_ONNX = "classifier.onnx"
+
+# Held-out pixels saved by `train` so that export can verify and calibrate from the run directory
+# alone, even after the training data has moved. Arrays are uint8 [N, S, S, 3] at the training
+# size S, decoded with edge_ssl.images (the runtime's own rule).
+HELDOUT_FILE = "heldout.npz"
+HELDOUT_CLASSIFIER_IMAGES = "classifier_images"  # fine-tune validation images
+HELDOUT_CLASSIFIER_LABELS = "classifier_labels"  # int64 [N], indices into config.json "labels"
+HELDOUT_PRETEXT_IMAGES = "pretext_images"  # pretext held-out images, upright (not rotated)
+HELDOUT_CALIBRATION_IMAGES = "calibration_images"  # training images for INT8 calibration
+
+# Top-level keys of config.json that later stages read.
+CONFIG_LABELS = "labels"  # list[str], the classifier's class names in output order
+CONFIG_IMAGE_SIZE = "image_size"  # int
+CONFIG_RESCALE = "rescale"  # {"scale": float, "offset": float}
+CONFIG_NAME = "name"  # the run's name

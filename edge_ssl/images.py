@@ -1,0 +1,115 @@
+"""The one image-decoding rule, shared by training and the runtime.
+
+Training reads files through this module and the runtime classifies through it, so an image is
+turned into pixels the same way on the workstation and on the edge device: EXIF orientation
+applied, any Pillow mode flattened to RGB, and a bilinear resize to the model's square size.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from edge_ssl.errors import ImageDecodeError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
+INTERPOLATION = "bilinear"
+_RESAMPLE = Image.Resampling.BILINEAR
+# Transparent pixels are flattened onto white, the usual page background of icons and scans.
+_BACKGROUND = (255, 255, 255)
+
+
+def is_image_file(path: Path) -> bool:
+    """True when the suffix is one edge-ssl reads (case-insensitive: Tiny ImageNet uses .JPEG)."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def list_images(folder: Path, recursive: bool = False) -> list[Path]:
+    """Image files in `folder`, sorted, hidden files excluded."""
+    pattern = "**/*" if recursive else "*"
+    return sorted(
+        p for p in folder.glob(pattern)
+        if not p.name.startswith(".") and is_image_file(p) and (p.is_file() or p.is_symlink())
+    )
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode (1, L, LA, P, RGBA, CMYK, I;16, I, F, ...) as 8-bit RGB."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _BACKGROUND + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode.startswith("I") or image.mode == "F":
+        # 16/32-bit greyscale: Pillow's own convert clips at 255, which turns most of a
+        # 16-bit image white, so scale the full range down instead.
+        pixels = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if (image.mode.startswith("I;16") or pixels.max(initial=0) > 255) else 255.0
+        grey = np.clip(pixels * (255.0 / peak), 0, 255).round().astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_rgb(path: Path | str, size: int | None = None) -> np.ndarray:
+    """Decode one image file to `uint8 [H, W, 3]` RGB, resized to `size`×`size` when given.
+
+    Raises:
+        ImageDecodeError: with the reason, for a missing, unreadable, truncated, non-image or
+            decompression-bomb file. Callers report it and skip the file.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            # Over Pillow's pixel limit is an error here, not a warning: a 20,000² "JPEG"
+            # must not take the whole batch's memory.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if size is not None and image.format == "JPEG":
+                    # DCT-domain downscaling: decodes large JPEGs several times faster and
+                    # never below the requested size.
+                    image.draft("RGB", (size, size))
+                image = ImageOps.exif_transpose(image)
+                image = to_rgb(image)
+                if size is not None and image.size != (size, size):
+                    image = image.resize((size, size), _RESAMPLE)
+                return np.asarray(image, dtype=np.uint8)
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise ImageDecodeError(f"{path}: broken symbolic link") from None
+        raise ImageDecodeError(f"{path}: file not found") from None
+    except PermissionError:
+        raise ImageDecodeError(f"{path}: permission denied") from None
+    except IsADirectoryError:
+        raise ImageDecodeError(f"{path}: is a directory") from None
+    except UnidentifiedImageError:
+        reason = "empty file" if path.stat().st_size == 0 else "not an image Pillow can read"
+        raise ImageDecodeError(f"{path}: {reason}") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise ImageDecodeError(
+            f"{path}: larger than Pillow's decompression-bomb limit "
+            f"({Image.MAX_IMAGE_PIXELS:,} pixels)"
+        ) from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        # Truncated or corrupt data surfaces as OSError ("image file is truncated"),
+        # SyntaxError (broken PNG chunks) or ValueError from the decoders.
+        raise ImageDecodeError(f"{path}: corrupt or truncated image ({exc})") from None
+
+
+def load_batch(paths: Iterable[Path], size: int) -> tuple[np.ndarray, list[Path], list[str]]:
+    """Decode several files; returns (`uint8 [N, size, size, 3]`, decoded paths, error lines)."""
+    arrays: list[np.ndarray] = []
+    good: list[Path] = []
+    errors: list[str] = []
+    for p in paths:
+        try:
+            arrays.append(load_rgb(p, size))
+            good.append(p)
+        except ImageDecodeError as exc:
+            errors.append(str(exc))
+    stacked = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
+    return stacked, good, errors

@@ -1,0 +1,77 @@
+"""ExportConfig: every export option, validated once and saved beside the exported files."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_ssl import contract
+
+# tf2onnx 1.17 converts to opsets up to 18 (its OPSET_TO_IR_VERSION); per-channel QDQ needs 13.
+# Every opset in this range was converted and checked against Keras here.
+SUPPORTED_OPSETS = range(13, 19)
+CONFIG_FILE = "export_config.json"
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What `edge-ssl export` does to one run directory.
+
+    Attributes:
+        run_dir: the run written by `edge-ssl train`.
+        opset: ONNX opset of the exported graphs.
+        int8: also write static-QDQ INT8 variants (`*.int8.onnx`).
+        fp16: also write FP16 variants with FP32 inputs/outputs (`*.fp16.onnx`).
+        calibration_images: at most this many stored training images calibrate INT8.
+        max_int8_drop: accuracy points an INT8 or FP16 variant may lose against FP32; negative
+            demands a gain.
+        overwrite: replace an existing `RUN/exports` folder.
+        tolerance: max |Δprobability| allowed between Keras and ONNX FP32.
+        verify_images: held-out images per parity check.
+        verify_sizes: (height, width) sizes checked besides the native one.
+    """
+
+    run_dir: Path
+    opset: int = 17
+    int8: bool = False
+    fp16: bool = False
+    calibration_images: int = 100
+    max_int8_drop: float = 1.0
+    overwrite: bool = False
+    tolerance: float = 1e-4
+    verify_images: int = 32
+    verify_sizes: tuple[tuple[int, int], ...] = ((37, 91), (128, 128))
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.run_dir, Path):
+            raise ValueError(f"run_dir: expected a pathlib.Path, got {self.run_dir!r}")
+        if self.opset not in SUPPORTED_OPSETS:
+            raise ValueError(
+                f"opset: {self.opset} is not supported; use {SUPPORTED_OPSETS.start}–"
+                f"{SUPPORTED_OPSETS.stop - 1} (tf2onnx's range, 13+ for per-channel INT8)"
+            )
+        if self.calibration_images < 1:
+            raise ValueError(f"calibration_images: {self.calibration_images} must be ≥ 1")
+        if not (math.isfinite(self.max_int8_drop) and -100.0 <= self.max_int8_drop <= 100.0):
+            raise ValueError(
+                f"max_int8_drop: {self.max_int8_drop} must be between -100 and 100 points"
+            )
+        if not (math.isfinite(self.tolerance) and 0.0 < self.tolerance < 1.0):
+            raise ValueError(f"tolerance: {self.tolerance} must be in (0, 1)")
+        if self.verify_images < 1:
+            raise ValueError(f"verify_images: {self.verify_images} must be ≥ 1")
+        for size in self.verify_sizes:
+            if len(size) != 2 or min(size) < 1:
+                raise ValueError(f"verify_sizes: {size} is not a (height, width) of positive ints")
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.run_dir / contract.EXPORTS_DIR
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["run_dir"] = str(self.run_dir)
+        data["verify_sizes"] = [list(size) for size in self.verify_sizes]
+        return data

@@ -1,0 +1,65 @@
+"""The CPU's name and the instruction-set features that decide inference speed.
+
+AVX2 and AVX-512 set FP32 throughput; VNNI (x86) and the dot-product extensions (Arm) are what
+make INT8 models fast. Read from /proc/cpuinfo on Linux; elsewhere the features are unknown.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+CPUINFO = Path("/proc/cpuinfo")
+
+# /proc/cpuinfo flag → the name people know, in the order they are shown.
+FEATURES = {
+    "avx2": "AVX2",
+    "avx512f": "AVX-512",
+    "avx512_vnni": "AVX-512 VNNI",
+    "avx_vnni": "AVX-VNNI",
+    "avx512_bf16": "AVX-512 BF16",
+    "amx_tile": "AMX",
+    "asimd": "NEON",
+    "asimddp": "DotProd",
+    "i8mm": "I8MM",
+    "sve": "SVE",
+}
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    """The CPU as a benchmark reader needs it; `features` is empty when unknown."""
+
+    name: str
+    machine: str
+    logical_cores: int
+    features: tuple[str, ...]
+
+
+def cpu_info(cpuinfo: Path = CPUINFO) -> CpuInfo:
+    """Describe this machine's CPU; never raises."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    name, flags = parse_cpuinfo(text)
+    return CpuInfo(
+        name=name or platform.processor() or platform.machine() or "unknown",
+        machine=platform.machine(),
+        logical_cores=os.cpu_count() or 1,
+        features=tuple(label for flag, label in FEATURES.items() if flag in flags),
+    )
+
+
+def parse_cpuinfo(text: str) -> tuple[str, frozenset[str]]:
+    """(CPU name, flags) from /proc/cpuinfo text: x86 `model name`/`flags`, Arm `Features`."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip().lower(), value.strip())
+    name = fields.get("model name") or fields.get("model") or fields.get("hardware") or ""
+    flags = fields.get("flags") or fields.get("features") or ""
+    return name, frozenset(flags.split())

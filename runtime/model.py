@@ -1,0 +1,292 @@
+"""Open an edge-ssl ONNX model with onnxruntime alone: its metadata, its input, its provider.
+
+Everything the runtime needs (labels, native size, task) is in the model's `metadata_props`,
+read through onnxruntime so that an edge device needs neither the `onnx` package nor the run
+directory. onnxruntime itself is imported inside the functions: the CLI imports this module for
+its `Device` choices and must start instantly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge_ssl import contract
+from edge_ssl.errors import DeviceError, ModelError
+from edge_ssl.images import INTERPOLATION
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+DEFAULT_MODEL = Path(contract.RUNS_DIR, contract.LATEST, contract.EXPORTS_DIR,
+                     contract.CLASSIFIER_ONNX)
+TASKS = (contract.TASK_ROTATION, contract.TASK_CLASSIFICATION)
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+_ERRORS, _SILENT = 3, 4  # onnxruntime log severities
+
+
+class Device(str, Enum):
+    """Where inference runs. `auto` takes CUDA when it really starts, else the CPU."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+    TENSORRT = "tensorrt"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the runtime knows about a model, all of it from the model file itself."""
+
+    path: Path
+    task: str
+    labels: tuple[str, ...]
+    image_size: int
+    interpolation: str
+    precision: str | None
+    version: str | None
+    run: str | None
+    exported_at: str | None
+    file_size: int
+
+
+def resolve_model(model: Path | None) -> Path:
+    """The model to use: `model`, or the classifier of `runs/latest` when None.
+
+    Raises:
+        ModelError: when the default model does not exist.
+    """
+    if model is not None:
+        return Path(model)
+    if not DEFAULT_MODEL.is_file():
+        raise ModelError(
+            f"no model at {DEFAULT_MODEL}; run `edge-ssl train` and `edge-ssl export` first, "
+            "or pass --model M.onnx."
+        )
+    return DEFAULT_MODEL
+
+
+def read_model_info(path: Path) -> ModelInfo:
+    """Read and check a model's metadata and signature.
+
+    onnxruntime has no metadata-only reader, so this loads the graph on the CPU with every
+    optimisation off: no kernels are tuned and nothing is allocated for inference.
+
+    Raises:
+        ModelError: the file is missing, not ONNX, or not an edge-ssl model.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = 1
+    session = _load(Path(path), options, [CPU])
+    return model_info(session, Path(path))
+
+
+def open_session(
+    path: Path, device: Device = Device.AUTO, threads: int | None = None
+) -> tuple[ort.InferenceSession, ModelInfo, str]:
+    """Create an inference session on the best provider allowed by `device`.
+
+    Args:
+        path: an ONNX model written by `edge-ssl export`.
+        device: `auto` takes CUDA when it starts and falls back to the CPU; `cpu`, `cuda` and
+            `tensorrt` insist on that provider.
+        threads: onnxruntime intra-op threads; None lets onnxruntime pick (one per core).
+
+    Returns:
+        (session, model info, the provider that actually runs the model).
+
+    Raises:
+        ModelError: the file is missing, not ONNX, or not an edge-ssl model.
+        DeviceError: the requested provider is not available or does not start.
+    """
+    import onnxruntime as ort
+
+    path = Path(path)
+    ort.set_default_logger_severity(_ERRORS)  # its warnings are for onnxruntime developers
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads or 0
+    # Idle intra-op threads spin by default, stealing the cores that decode the next batch.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if device is Device.AUTO:
+        session = _load_auto(path, options)
+    else:
+        session = _load_on(path, options, device)
+    info = model_info(session, path)
+    return session, info, session.get_providers()[0]
+
+
+def model_info(session: ort.InferenceSession, path: Path) -> ModelInfo:
+    """Check the session's signature against the contract and read its metadata.
+
+    Raises:
+        ModelError: with what is wrong and how to get a model that is right.
+    """
+    meta = session.get_modelmeta().custom_metadata_map
+    if contract.META_TASK not in meta:
+        raise ModelError(
+            f"{path}: no edge-ssl metadata ({contract.META_TASK} is missing); use a model "
+            "written by `edge-ssl export`, which records its labels and image size."
+        )
+    task = _meta(meta, contract.META_TASK, path, str)
+    labels = _meta(meta, contract.META_LABELS, path, list)
+    size = _meta(meta, contract.META_IMAGE_SIZE, path, int)
+    interpolation = _optional(meta, contract.META_INTERPOLATION, path) or INTERPOLATION
+    if task not in TASKS:
+        raise ModelError(f"{path}: unknown task {task!r} in its metadata; expected one of "
+                         f"{', '.join(TASKS)}; re-export it with `edge-ssl export`.")
+    if not labels or not all(isinstance(label, str) for label in labels) or size < 1:
+        raise ModelError(f"{path}: malformed labels or image size in its metadata; "
+                         "re-export it with `edge-ssl export`.")
+    if interpolation != INTERPOLATION:
+        raise ModelError(f"{path}: trained with {interpolation} resizing but this runtime "
+                         f"resizes {INTERPOLATION}; re-export it with this edge-ssl version.")
+    _check_signature(session, path, len(labels))
+    return ModelInfo(
+        path=path,
+        task=task,
+        labels=tuple(labels),
+        image_size=size,
+        interpolation=interpolation,
+        precision=_optional(meta, contract.META_PRECISION, path),
+        version=_optional(meta, contract.META_VERSION, path),
+        run=_optional(meta, contract.META_RUN, path),
+        exported_at=_optional(meta, contract.META_EXPORTED_AT, path),
+        file_size=path.stat().st_size,
+    )
+
+
+def _check_signature(session: ort.InferenceSession, path: Path, num_labels: int) -> None:
+    inputs = session.get_inputs()
+    first = inputs[0] if len(inputs) == 1 else None
+    if (first is None or first.name != contract.INPUT_NAME or first.type != "tensor(uint8)"
+            or len(first.shape) != 4 or first.shape[3] != 3):
+        described = ", ".join(f"{i.name}: {_describe(i.type, i.shape)}" for i in inputs)
+        raise ModelError(
+            f"{path}: its input is ({described}), not {contract.INPUT_NAME}: uint8 [N, H, W, 3]; "
+            "export it with `edge-ssl export`, which puts the uint8 image input first."
+        )
+    outputs = {o.name: o for o in session.get_outputs()}
+    out = outputs.get(contract.OUTPUT_NAME)
+    if out is None or out.type != "tensor(float)" or len(out.shape) != 2:
+        raise ModelError(f"{path}: it has no {contract.OUTPUT_NAME}: float32 [N, C] output; "
+                         "export it with `edge-ssl export`.")
+    classes = out.shape[1]
+    if isinstance(classes, int) and classes != num_labels:
+        raise ModelError(f"{path}: {classes} outputs but {num_labels} labels in its metadata; "
+                         "re-export it with `edge-ssl export`.")
+
+
+def _describe(onnx_type: str, shape: list[Any]) -> str:
+    dtype = onnx_type.removeprefix("tensor(").removesuffix(")")
+    dims = ", ".join(str(d) if isinstance(d, int) else "?" for d in shape)
+    return f"{dtype} [{dims}]"
+
+
+def _meta(meta: dict[str, str], key: str, path: Path, kind: type) -> Any:
+    if key not in meta:
+        raise ModelError(f"{path}: its metadata lacks {key}; re-export it with `edge-ssl export`.")
+    value = _decode(meta, key, path)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ModelError(f"{path}: {key} is {meta[key]!r}, not a JSON {kind.__name__}; "
+                         "re-export it with `edge-ssl export`.")
+    return value
+
+
+def _optional(meta: dict[str, str], key: str, path: Path) -> str | None:
+    return None if key not in meta else str(_decode(meta, key, path))
+
+
+def _decode(meta: dict[str, str], key: str, path: Path) -> Any:
+    try:
+        return json.loads(meta[key])
+    except json.JSONDecodeError:
+        raise ModelError(f"{path}: {key} is {meta[key]!r}, which is not JSON; "
+                         "re-export it with `edge-ssl export`.") from None
+
+
+def _load_auto(path: Path, options: ort.SessionOptions) -> ort.InferenceSession:
+    import onnxruntime as ort
+
+    if CUDA in ort.get_available_providers():
+        # onnxruntime itself drops to the CPU when CUDA does not start (no GPU, missing
+        # libraries); silence its error lines, since falling back is what auto means.
+        ort.set_default_logger_severity(_SILENT)
+        try:
+            return _load(path, options, [CUDA, CPU])
+        except DeviceError:
+            pass
+        finally:
+            ort.set_default_logger_severity(_ERRORS)
+    return _load(path, options, [CPU])
+
+
+def _load_on(path: Path, options: ort.SessionOptions, device: Device) -> ort.InferenceSession:
+    import onnxruntime as ort
+
+    wanted = {Device.CPU: CPU, Device.CUDA: CUDA, Device.TENSORRT: TENSORRT}[device]
+    if wanted not in ort.get_available_providers():
+        raise DeviceError(
+            f"--device {device.value}: this onnxruntime build has no {wanted} "
+            f"(it has {', '.join(ort.get_available_providers())}); install onnxruntime-gpu "
+            "or use --device auto."
+        )
+    providers = {Device.CPU: [CPU], Device.CUDA: [CUDA, CPU],
+                 Device.TENSORRT: [(TENSORRT, _tensorrt_options()), CUDA, CPU]}[device]
+    session = _load(path, options, providers)
+    if session.get_providers()[0] != wanted:
+        raise DeviceError(_not_started(wanted))
+    return session
+
+
+def _tensorrt_options() -> dict[str, Any]:
+    # Building a TensorRT engine takes minutes; keep it for the next process.
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "edge-ssl", "tensorrt")
+    cache.mkdir(parents=True, exist_ok=True)
+    return {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)}
+
+
+def _load(path: Path, options: ort.SessionOptions, providers: list[Any]) -> ort.InferenceSession:
+    import onnxruntime as ort
+
+    if not path.exists():
+        kind = "broken symbolic link" if path.is_symlink() else "no such file"
+        raise ModelError(f"{path}: {kind}; pass the .onnx file that `edge-ssl export` wrote.")
+    if path.is_dir():
+        raise ModelError(f"{path} is a folder; pass the .onnx file that `edge-ssl export` wrote.")
+    if path.stat().st_size == 0:
+        raise ModelError(f"{path}: empty file; pass the .onnx file that `edge-ssl export` wrote.")
+    try:
+        # No silent fallback: a provider that fails must raise, so that we can say so.
+        return ort.InferenceSession(str(path), options, providers=providers, enable_fallback=0)
+    except PermissionError:
+        raise ModelError(f"{path}: permission denied; make the model file readable.") from None
+    except Exception as exc:  # onnxruntime raises its own exception types, not OSError
+        reason = str(exc).split(" : ")[-1].strip().splitlines()[0]
+        if type(exc).__name__ == "InvalidProtobuf":
+            raise ModelError(f"{path}: not an ONNX model ({reason}); pass the .onnx file "
+                             "that `edge-ssl export` wrote.") from None
+        if providers == [CPU]:
+            raise ModelError(f"{path}: onnxruntime cannot load this model ({reason}); "
+                             "re-export it with `edge-ssl export`.") from None
+        raise DeviceError(_not_started(_name(providers[0]))) from None
+
+
+def _not_started(provider: str) -> str:
+    return (f"onnxruntime could not start {provider} here (no GPU, or its CUDA, cuDNN or "
+            "TensorRT libraries are missing); use --device cpu or --device auto.")
+
+
+def _name(provider: Any) -> str:
+    return provider[0] if isinstance(provider, tuple) else str(provider)

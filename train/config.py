@@ -1,0 +1,120 @@
+"""TrainConfig: every option of `edge-ssl train`, validated once, saved in config.json."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from edge_ssl.errors import EdgeSslError
+
+# keras.applications.MobileNetV2 ships ImageNet weights only for these widths.
+IMAGENET_WIDTHS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+DEFAULT_BN_MOMENTUM_RANDOM = 0.9  # design §4: 0.999 never catches up in a small pretext
+DEFAULT_BN_MOMENTUM_IMAGENET = 0.999
+
+
+class Rotations(str, Enum):
+    all = "all"  # all four rotations of an image in the same batch (RotNet)
+    random = "random"  # one random rotation per image (the study's wording)
+
+
+class Freeze(str, Enum):
+    none = "none"
+    backbone = "backbone"
+
+
+class ConfigError(EdgeSslError):
+    """An option has a value edge-ssl cannot use."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run depends on. `data=None` means the built-in demo dataset."""
+
+    data: Path | None = None
+    unlabeled: Path | None = None
+    classes: tuple[str, ...] = ()
+    pretext_classes: int | None = None
+    labels_per_class: int | None = None
+    demo_per_class: int = 500
+    image_size: int = 64
+    width: float = 1.0
+    backbone_weights: Path | None = None
+    bn_momentum: float | None = None
+    rotations: Rotations = Rotations.all
+    batch_size: int = 32
+    pretext_epochs: int = 100
+    finetune_epochs: int = 40
+    learning_rate: float = 1e-3
+    patience: int = 10
+    lr_patience: int = 4
+    freeze: Freeze = Freeze.none
+    baseline: bool = False
+    seed: int = 0
+    mixed_precision: bool = False
+
+    def __post_init__(self) -> None:
+        def bad(field: str, value: Any, allowed: str) -> ConfigError:
+            return ConfigError(f"--{field.replace('_', '-')} {value} is not allowed: {allowed}.")
+
+        if self.image_size < 32:
+            raise bad("image_size", self.image_size, "MobileNetV2 needs at least 32 pixels")
+        if self.width <= 0:
+            raise bad("width", self.width, "use a positive MobileNetV2 alpha such as 0.35 or 1.0")
+        if self.backbone_weights is not None and self.width not in IMAGENET_WIDTHS:
+            raise bad("width", self.width, f"ImageNet weights exist for {IMAGENET_WIDTHS}")
+        if self.bn_momentum is not None and not 0.0 < self.bn_momentum < 1.0:
+            raise bad("bn_momentum", self.bn_momentum, "use a value between 0 and 1, e.g. 0.9")
+        if self.batch_size < 4 or (self.rotations is Rotations.all and self.batch_size % 4):
+            raise bad("batch_size", self.batch_size,
+                      "use at least 4, and a multiple of 4 with --rotations all")
+        for field in ("pretext_epochs", "finetune_epochs", "patience", "lr_patience",
+                      "demo_per_class"):
+            if getattr(self, field) < 1:
+                raise bad(field, getattr(self, field), "use 1 or more")
+        for field in ("pretext_classes", "labels_per_class"):
+            if getattr(self, field) is not None and getattr(self, field) < 1:
+                raise bad(field, getattr(self, field), "use 1 or more")
+        if self.learning_rate <= 0:
+            raise bad("learning_rate", self.learning_rate, "use a positive value such as 1e-3")
+
+    @property
+    def effective_bn_momentum(self) -> float:
+        if self.bn_momentum is not None:
+            return self.bn_momentum
+        if self.backbone_weights is not None:
+            return DEFAULT_BN_MOMENTUM_IMAGENET
+        return DEFAULT_BN_MOMENTUM_RANDOM
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Enum):
+                value = value.value
+            elif isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in values.items() if k in known}
+        for key in ("data", "unlabeled", "backbone_weights"):
+            if kwargs.get(key) is not None:
+                kwargs[key] = Path(kwargs[key])
+        kwargs["classes"] = tuple(kwargs.get("classes", ()))
+        kwargs["rotations"] = Rotations(kwargs.get("rotations", "all"))
+        kwargs["freeze"] = Freeze(kwargs.get("freeze", "none"))
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        return cls.from_dict(json.loads(text)["config"])

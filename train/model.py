@@ -1,0 +1,151 @@
+"""The Keras models: uint8 images in, probabilities out, preprocessing inside (design §4).
+
+Cast, resize and rescale are a layer of the model so the exported ONNX graph contains them;
+random augmentation is not (it lives in tf.data and must never run at inference).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from edge_ssl.errors import ModelError
+
+# Rescaling: [0, 1] as in the study for random initialisation, [-1, 1] for ImageNet weights.
+RESCALE_UNIT = {"scale": 1.0 / 255.0, "offset": 0.0}
+RESCALE_SYMMETRIC = {"scale": 1.0 / 127.5, "offset": -1.0}
+
+BACKBONE_NAME = "backbone"
+FEATURES_NAME = "features"
+HEAD_NAME = "head"
+
+
+@keras.saving.register_keras_serializable(package="edge_ssl")
+class Preprocess(keras.layers.Layer):
+    """uint8 `[N, H, W, 3]` of any size → float32 `[N, S, S, 3]`: cast, bilinear resize, rescale.
+
+    A named layer rather than a Lambda so that models load with Keras' safe mode on. It always
+    computes in float32, also under a mixed-precision policy.
+    """
+
+    def __init__(self, image_size: int, scale: float, offset: float, **kwargs: Any) -> None:
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        self.image_size = int(image_size)
+        self.scale = float(scale)
+        self.offset = float(offset)
+
+    def call(self, images: Any) -> Any:
+        x = keras.ops.cast(images, "float32")
+        # The same non-antialiased bilinear resize as keras.layers.Resizing; a no-op at S×S.
+        x = keras.ops.image.resize(x, (self.image_size, self.image_size),
+                                   interpolation="bilinear")
+        return x * self.scale + self.offset
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return (input_shape[0], self.image_size, self.image_size, 3)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(image_size=self.image_size, scale=self.scale, offset=self.offset)
+        return config
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What it takes to build the network; stored in config.json through TrainConfig."""
+
+    image_size: int = 64
+    width: float = 1.0
+    bn_momentum: float = 0.9
+    backbone_weights: Path | None = None
+
+    @property
+    def rescale(self) -> dict[str, float]:
+        return RESCALE_SYMMETRIC if self.backbone_weights else RESCALE_UNIT
+
+
+def build_backbone(spec: ModelSpec) -> keras.Model:
+    """MobileNetV2 without its top, BatchNorm momentum set on every layer (design §4's trap)."""
+    try:
+        backbone = keras.applications.MobileNetV2(
+            input_shape=(spec.image_size, spec.image_size, 3),
+            alpha=spec.width,
+            include_top=False,
+            weights=str(spec.backbone_weights) if spec.backbone_weights else None,
+        )
+    except (ValueError, OSError) as exc:
+        if spec.backbone_weights:
+            raise ModelError(
+                f"{spec.backbone_weights}: cannot load these MobileNetV2 weights for width "
+                f"{spec.width} ({exc}); pass the no-top .h5 file matching --width."
+            ) from None
+        raise
+    backbone.name = BACKBONE_NAME
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = spec.bn_momentum
+    return backbone
+
+
+def build_model(spec: ModelSpec, num_classes: int, name: str) -> keras.Model:
+    """uint8 images → Preprocess → MobileNetV2 → GAP → Dense(128, ReLU) → Dense(C, softmax)."""
+    images = keras.Input(shape=(None, None, 3), dtype="uint8", name="image")
+    x = Preprocess(spec.image_size, **spec.rescale, name="preprocess")(images)
+    x = build_backbone(spec)(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dense(128, activation="relu", name=FEATURES_NAME)(x)
+    outputs = _head(num_classes)(x)
+    return keras.Model(images, outputs, name=name)
+
+
+def _head(num_classes: int) -> keras.layers.Dense:
+    # float32 softmax: under mixed_float16 a float16 softmax saturates and the loss goes NaN.
+    return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name=HEAD_NAME)
+
+
+def replace_head(pretext: keras.Model, num_classes: int, freeze_backbone: bool) -> keras.Model:
+    """The pretext network with its Dense(4) swapped for a fresh Dense(C) (design §6).
+
+    The backbone and Dense(128) layers are shared with `pretext`, so they start from the learned
+    weights. Frozen, the backbone is called with training=False so its BatchNorm stays in
+    inference mode even if it is later unfrozen (Keras' transfer-learning guide).
+    """
+    backbone = pretext.get_layer(BACKBONE_NAME)
+    backbone.trainable = not freeze_backbone
+    images = keras.Input(shape=(None, None, 3), dtype="uint8", name="image")
+    x = pretext.get_layer("preprocess")(images)
+    x = backbone(x, training=False) if freeze_backbone else backbone(x)
+    x = pretext.get_layer("pool")(x)
+    x = pretext.get_layer(FEATURES_NAME)(x)
+    return keras.Model(images, _head(num_classes)(x), name="classifier")
+
+
+def load_model(path: Path) -> keras.Model:
+    """Load a .keras file written by edge-ssl, in safe mode, or say clearly why not."""
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file; run `edge-ssl train` to create it.")
+    try:
+        model = keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises ValueError/TypeError/OSError/zipfile errors alike
+        raise ModelError(
+            f"{path}: not a Keras model edge-ssl can load ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); re-run `edge-ssl train`."
+        ) from None
+    if not isinstance(model, keras.Model) or "preprocess" not in [l.name for l in model.layers]:
+        raise ModelError(
+            f"{path}: this Keras model was not written by edge-ssl (it has no preprocessing "
+            "layer); train it with `edge-ssl train`."
+        )
+    return model
+
+
+def preprocess_of(model: keras.Model) -> Preprocess:
+    """The model's preprocessing layer, whose settings go into the ONNX metadata."""
+    layer = model.get_layer("preprocess")
+    if not isinstance(layer, Preprocess):
+        raise ModelError(f"model {model.name!r} has no edge-ssl preprocessing layer")
+    return layer

@@ -1,0 +1,263 @@
+"""Data sources (design §3): the demo scenes, Tiny ImageNet, and class-per-folder trees.
+
+A source resolves *which* images play which part (pretext, labelled training, validation); the
+pixels are decoded later by the tf.data pipeline, through edge_ssl.images.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge_ssl.errors import DataError
+from edge_ssl.images import list_images
+from edge_ssl.train.config import TrainConfig
+
+DEFAULT_TINY_IMAGENET_CLASSES = ("n01855672", "n01443537")  # goose ("duck"), goldfish ("fish")
+FOLDER_VAL_FRACTION = 0.2
+PRETEXT_VAL_FRACTION = 0.1  # design §3: a held-out 10 % validates the pretext
+UNLABELED_FOLDER = "unlabeled"
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Images as file paths or as decoded pixels (`uint8 [N, S, S, 3]`), with optional labels."""
+
+    paths: tuple[Path, ...] = ()
+    pixels: np.ndarray | None = None
+    labels: np.ndarray | None = None  # int64 [N]
+
+    def __len__(self) -> int:
+        return len(self.pixels) if self.pixels is not None else len(self.paths)
+
+    def take(self, indices: Sequence[int] | np.ndarray) -> ImageSet:
+        idx = np.asarray(indices, dtype=np.int64)
+        return ImageSet(
+            paths=tuple(self.paths[i] for i in idx) if self.pixels is None else (),
+            pixels=self.pixels[idx] if self.pixels is not None else None,
+            labels=self.labels[idx] if self.labels is not None else None,
+        )
+
+    def unlabeled(self) -> ImageSet:
+        return ImageSet(paths=self.paths, pixels=self.pixels)
+
+    @staticmethod
+    def concat(*sets: ImageSet) -> ImageSet:
+        if all(s.pixels is not None for s in sets):
+            return ImageSet(pixels=np.concatenate([s.pixels for s in sets]))  # type: ignore[misc]
+        if any(s.pixels is not None for s in sets):
+            raise ValueError("cannot mix decoded and file-based image sets")
+        return ImageSet(paths=tuple(p for s in sets for p in s.paths))
+
+
+@dataclass(frozen=True)
+class Source:
+    """What one run trains on: images for both stages and the class names in output order."""
+
+    kind: str  # "demo" | "tiny-imagenet" | "folder"
+    labels: tuple[str, ...]
+    pretext: ImageSet  # unlabeled, before the 10 % hold-out
+    train: ImageSet  # labelled, for the fine-tune
+    val: ImageSet  # labelled, held out
+    notes: tuple[str, ...] = field(default=())
+
+    def summary(self) -> dict[str, object]:
+        counts = np.bincount(self.train.labels, minlength=len(self.labels))  # type: ignore[arg-type]
+        return {
+            "kind": self.kind,
+            "labels": list(self.labels),
+            "pretext_images": len(self.pretext),
+            "train_images_per_class": dict(zip(self.labels, counts.tolist(), strict=True)),
+            "val_images": len(self.val),
+        }
+
+
+def load_source(config: TrainConfig) -> Source:
+    """Resolve the configured data into a Source, or raise DataError saying what to fix."""
+    if config.data is None:
+        source = _demo(config)
+    else:
+        root = config.data
+        if not root.exists():
+            raise DataError(f"{root}: no such folder; pass --data with a Tiny ImageNet or "
+                            "class-per-folder directory, or omit it for the demo data.")
+        if not root.is_dir():
+            raise DataError(f"{root}: not a folder; --data takes a directory of images.")
+        source = (_tiny_imagenet(config, root) if (root / "wnids.txt").is_file()
+                      else _folder(config, root))
+    if config.labels_per_class is not None:
+        source = _limit_labels(source, config.labels_per_class, config.seed)
+    return source
+
+
+def split_pretext(images: ImageSet, seed: int) -> tuple[ImageSet, ImageSet]:
+    """(train, held-out) with PRETEXT_VAL_FRACTION held out, at least one image each side."""
+    if len(images) < 2:
+        raise DataError(f"the pretext needs at least 2 images; found {len(images)}.")
+    order = np.random.default_rng(seed).permutation(len(images))
+    n_val = min(max(1, round(len(images) * PRETEXT_VAL_FRACTION)), len(images) - 1)
+    return images.take(order[n_val:]), images.take(order[:n_val])
+
+
+def _demo(config: TrainConfig) -> Source:
+    from edge_ssl.train import demo_data
+
+    n = config.demo_per_class
+    # Distinct derived seeds: validation scenes are never copies of training scenes.
+    train_px, train_y = demo_data.generate(n, seed=config.seed, image_size=config.image_size)
+    val_px, val_y = demo_data.generate(max(1, n // 4), seed=config.seed + 10_007,
+                                       image_size=config.image_size)
+    train = ImageSet(pixels=train_px, labels=train_y)
+    return Source("demo", tuple(demo_data.CLASSES), train.unlabeled(), train,
+                  ImageSet(pixels=val_px, labels=val_y))
+
+
+def _tiny_imagenet(config: TrainConfig, root: Path) -> Source:
+    wnids = [w for w in (root / "wnids.txt").read_text().split() if w]
+    if not wnids:
+        raise DataError(f"{root / 'wnids.txt'} lists no classes; is this Tiny ImageNet?")
+    annotations = root / "val" / "val_annotations.txt"
+    if not annotations.is_file():
+        raise DataError(f"{annotations}: missing; a Tiny ImageNet folder needs its val/ "
+                        "annotations to validate the fine-tune.")
+    words = _read_words(root / "words.txt")
+    chosen = [_resolve_class(c, wnids, words) for c in
+              (config.classes or DEFAULT_TINY_IMAGENET_CLASSES)]
+    _check_class_count(chosen)
+
+    def images_of(wnid: str) -> list[Path]:
+        return list_images(root / "train" / wnid / "images")
+
+    pretext_wnids = wnids[: config.pretext_classes] if config.pretext_classes else wnids
+    pretext = [p for w in pretext_wnids for p in images_of(w)]
+    train_paths: list[Path] = []
+    train_labels: list[int] = []
+    for index, wnid in enumerate(chosen):
+        files = images_of(wnid)
+        if not files:
+            raise DataError(f"{root / 'train' / wnid / 'images'}: class {wnid} has no images.")
+        train_paths += files
+        train_labels += [index] * len(files)
+    val_paths: list[Path] = []
+    val_labels: list[int] = []
+    for line in annotations.read_text().splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 2 and parts[1] in chosen:
+            val_paths.append(root / "val" / "images" / parts[0])
+            val_labels.append(chosen.index(parts[1]))
+    for index, wnid in enumerate(chosen):
+        if index not in val_labels:
+            raise DataError(f"{annotations}: no validation images of class {wnid}.")
+    labels = tuple(_short_name(w, words) for w in chosen)
+    return Source(
+        "tiny-imagenet", labels, ImageSet(paths=tuple(pretext)),
+        ImageSet(paths=tuple(train_paths), labels=np.array(train_labels, np.int64)),
+        ImageSet(paths=tuple(val_paths), labels=np.array(val_labels, np.int64)),
+        notes=tuple(f"{n} = {w} ({words.get(w, '?')})" for n, w in zip(labels, chosen,
+                                                                     strict=True)),
+    )
+
+
+def _folder(config: TrainConfig, root: Path) -> Source:
+    # A subfolder named "unlabeled" (as `edge-ssl demo-data` writes) is pretext-only, never a class.
+    unlabeled_dirs = [d for d in (config.unlabeled, root / UNLABELED_FOLDER)
+                      if d is not None and d.is_dir()]
+    if config.unlabeled is not None and not config.unlabeled.is_dir():
+        raise DataError(f"{config.unlabeled}: no such folder for --unlabeled.")
+    skip = {d.resolve() for d in unlabeled_dirs}
+    folders = {d.name: d for d in sorted(root.iterdir())
+               if d.is_dir() and not d.name.startswith(".") and d.resolve() not in skip}
+    if not folders:
+        raise DataError(f"{root}: no class folders; expected {root}/<class>/*.jpg "
+                        "(or a Tiny ImageNet folder with wnids.txt).")
+    names = [_resolve_class(c, list(folders), {}) for c in config.classes] if config.classes \
+        else list(folders)
+    _check_class_count(names)
+    rng = np.random.default_rng(config.seed)
+    train_paths: list[Path] = []
+    train_labels: list[int] = []
+    val_paths: list[Path] = []
+    val_labels: list[int] = []
+    for index, name in enumerate(names):
+        files = list_images(folders[name])
+        if not files:
+            raise DataError(f"{folders[name]}: class {name!r} has no images "
+                            "(.jpg, .jpeg, .png, .bmp, .webp, .gif, .tif).")
+        if len(files) < 2:
+            raise DataError(f"{folders[name]}: class {name!r} has 1 image; it needs at least 2 "
+                            "(one to train on, one to validate).")
+        order = rng.permutation(len(files))
+        n_val = min(max(1, round(len(files) * FOLDER_VAL_FRACTION)), len(files) - 1)
+        val_paths += [files[i] for i in order[:n_val]]
+        val_labels += [index] * n_val
+        train_paths += [files[i] for i in order[n_val:]]
+        train_labels += [index] * (len(files) - n_val)
+    pretext = list(train_paths)
+    for folder in dict.fromkeys(d.resolve() for d in unlabeled_dirs):
+        extra = list_images(folder, recursive=True)
+        if not extra and config.unlabeled is not None:
+            raise DataError(f"{folder}: the unlabeled folder holds no images.")
+        pretext += extra
+    return Source(
+        "folder", tuple(names), ImageSet(paths=tuple(pretext)),
+        ImageSet(paths=tuple(train_paths), labels=np.array(train_labels, np.int64)),
+        ImageSet(paths=tuple(val_paths), labels=np.array(val_labels, np.int64)),
+    )
+
+
+def _limit_labels(source: Source, per_class: int, seed: int) -> Source:
+    """Keep `per_class` labelled training images of each class (seeded), to study scarcity."""
+    labels = np.asarray(source.train.labels)
+    rng = np.random.default_rng(seed + 1)
+    keep: list[int] = []
+    notes = list(source.notes)
+    for index, name in enumerate(source.labels):
+        members = np.flatnonzero(labels == index)
+        if len(members) < per_class:
+            notes.append(f"class {name!r} has only {len(members)} labelled images, "
+                         f"fewer than --labels-per-class {per_class}; using all of them")
+        keep += rng.permutation(members)[:per_class].tolist()
+    return Source(source.kind, source.labels, source.pretext, source.train.take(sorted(keep)),
+                  source.val, tuple(notes))
+
+
+def _read_words(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    pairs = (line.split("\t", 1) for line in path.read_text().splitlines() if "\t" in line)
+    return {wnid.strip(): names.strip() for wnid, names in pairs}
+
+
+def _short_name(wnid: str, words: dict[str, str]) -> str:
+    return words.get(wnid, wnid).split(",")[0].strip() or wnid
+
+
+def _resolve_class(name: str, known: list[str], words: dict[str, str]) -> str:
+    """A class given by id/folder name, or by a word of words.txt; unknown names get suggestions."""
+    if name in known:
+        return name
+    wanted = name.strip().lower()
+    matches = [w for w in known
+               if wanted in (n.strip().lower() for n in words.get(w, "").split(","))]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise DataError(f"class {name!r} is ambiguous: it names {', '.join(matches)}; "
+                        "pass one of these ids instead.")
+    vocabulary = known + [n.strip() for w in known for n in words.get(w, "").split(",") if n]
+    close = difflib.get_close_matches(name, vocabulary, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else \
+        f"known classes: {', '.join(known[:10])}{' ...' if len(known) > 10 else ''}."
+    raise DataError(f"unknown class {name!r}; {hint}")
+
+
+def _check_class_count(names: Sequence[str]) -> None:
+    if len(names) < 2:
+        raise DataError(f"a classifier needs at least two classes; got {len(names)} "
+                        f"({', '.join(names) or 'none'}). Pass --classes A,B or add class folders.")
+    if len(set(names)) != len(names):
+        raise DataError(f"--classes lists a class twice: {', '.join(names)}.")
