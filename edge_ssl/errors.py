@@ -7,6 +7,10 @@ class EdgeSslError(Exception):
     exit_code = 1
 
 
+class ConfigError(EdgeSslError, ValueError):
+    """An option value is outside what a stage allows; the message names option, value, range."""
+
+
 class DataError(EdgeSslError):
     """The training data is missing, empty or malformed."""
 

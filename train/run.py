@@ -22,7 +22,7 @@ from edge_ssl import __version__
 from edge_ssl import contract as C
 from edge_ssl.atomic import write_json, write_with
 from edge_ssl.console import console
-from edge_ssl.errors import RunDirError, TrainingError
+from edge_ssl.errors import TrainingError
 from edge_ssl.images import INTERPOLATION
 from edge_ssl.train import pipeline, plots
 from edge_ssl.train.config import Freeze, TrainConfig
@@ -177,10 +177,3 @@ def _write_config(run: Path, config: TrainConfig, source: Source, spec: ModelSpe
         "device": device_description(),
         "mixed_precision": config.mixed_precision,
     })
-
-
-def load_run_config(run: Path) -> TrainConfig:
-    path = run / C.CONFIG_FILE
-    if not path.is_file():
-        raise RunDirError(f"{run}: has no {C.CONFIG_FILE}; it cannot be resumed. Start a new run.")
-    return TrainConfig.from_json(path.read_text())

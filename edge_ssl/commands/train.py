@@ -89,25 +89,34 @@ def train(
             finetune_epochs=finetune_epochs, learning_rate=learning_rate, patience=patience,
             lr_patience=lr_patience, freeze=freeze, baseline=baseline, seed=seed,
             mixed_precision=mixed_precision)
-    import_tensorflow(verbose)
     from edge_ssl.rundir import create_run_dir, new_run_name, point_latest, resolve_run
-    from edge_ssl.train.run import load_run_config
-    from edge_ssl.train.run import train as run_training
+    from edge_ssl.train.sources import Source, load_source
 
+    source: Source | None = None
     if resume is not None:
         run = resolve_run(resume)
-        config = load_run_config(run)
+        config = _load_config(run)
         point_latest(run)
         console.print(f"Resuming {run}")
-        source = None
     else:
-        from edge_ssl.train.sources import load_source
-
         source = load_source(config)  # bad data fails before a run directory is created
         run = create_run_dir(runs_dir, name or new_run_name(), overwrite)
         console.print(f"Run directory: {run}")
+    import_tensorflow(verbose)
+    from edge_ssl.train.run import train as run_training
+
     report = run_training(config, run, source=source, resume=resume is not None)
     _print_summary(run, report)
+
+
+def _load_config(run: Path) -> TrainConfig:
+    from edge_ssl.contract import CONFIG_FILE
+
+    try:
+        return TrainConfig.from_json((run / CONFIG_FILE).read_text())
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunDirError(f"{run / CONFIG_FILE}: unreadable ({exc}); this run cannot be "
+                          "resumed, start a new one.") from None
 
 
 def _print_summary(run: Path, report: dict[str, object]) -> None:
