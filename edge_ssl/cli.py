@@ -12,7 +12,7 @@ from edge_ssl.commands import bench, classify, demo_data, export, train
 
 app = typer.Typer(
     name="edge-ssl",
-    help="Unlabeled images → rotation-pretrained MobileNetV2 → verified ONNX → fast edge inference.",
+    help="Unlabeled images → rotation-pretrained MobileNetV2 → verified ONNX → edge inference.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -135,7 +135,8 @@ def load_model(path: Path) -> keras.Model:
             f"{path}: not a Keras model edge-ssl can load ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}); re-run `edge-ssl train`."
         ) from None
-    if not isinstance(model, keras.Model) or "preprocess" not in [l.name for l in model.layers]:
+    names = [layer.name for layer in getattr(model, "layers", [])]
+    if not isinstance(model, keras.Model) or "preprocess" not in names:
         raise ModelError(
             f"{path}: this Keras model was not written by edge-ssl (it has no preprocessing "
             "layer); train it with `edge-ssl train`."

@@ -50,10 +50,11 @@ def decode_eagerly(images: ImageSet, size: int, skipped: SkippedFiles,
     with ThreadPoolExecutor() as pool:
         decoded = list(pool.map(load, images.paths))
     keep = [i for i, px in enumerate(decoded) if px is not None]
-    if not keep:
+    good = [px for px in decoded if px is not None]
+    if not good:
         raise DataError(f"none of the {len(decoded)} {what} images could be read; "
                         "check the files reported above.")
-    pixels = np.stack([decoded[i] for i in keep])
+    pixels = np.stack(good)
     labels = images.labels[keep] if images.labels is not None else None
     return pixels, labels
 

@@ -49,6 +49,8 @@ def read_history(path: Path) -> dict[str, list[float]]:
 def save_curves(histories: dict[str, dict[str, list[float]]], path: Path) -> None:
     """Accuracy and loss per epoch for each stage (study Figs. 6–8), train solid, val dashed."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     stages = [name for name, h in histories.items() if h]
     fig, axes = plt.subplots(2, max(1, len(stages)), figsize=(4.2 * max(1, len(stages)), 6.2),
                              squeeze=False)
@@ -61,6 +63,7 @@ def save_curves(histories: dict[str, dict[str, list[float]]], path: Path) -> Non
             ax.plot(epochs, h.get(f"val_{metric}", []), "--", label=f"val {metric}")
             ax.set_title(f"{name}: {metric}", fontsize=10)
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
     fig.tight_layout()

@@ -99,7 +99,8 @@ def train(config: TrainConfig, run: Path, *, source: Source | None = None, resum
             pretext, pretext_train_ds, pretext_val_ds, epochs=config.pretext_epochs,
             learning_rate=config.learning_rate, patience=config.patience,
             lr_patience=config.lr_patience, samples_per_batch=batch,
-            history_path=run / C.HISTORY_PRETEXT, checkpoint_dir=run / C.CHECKPOINTS_DIR / "pretext",
+            history_path=run / C.HISTORY_PRETEXT,
+            checkpoint_dir=run / C.CHECKPOINTS_DIR / "pretext",
             verbose=verbosity, extra_callbacks=extra_callbacks)
         _finish(run, report, "pretext", pretext, pretext_path, result)
 

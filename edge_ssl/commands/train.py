@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from edge_ssl.console import console, user_errors
@@ -75,7 +74,7 @@ def train(
 
     if resume is not None:
         given = [p for p in ctx.params if p not in ("resume", "verbose")
-                 and ctx.get_parameter_source(p) is click.core.ParameterSource.COMMANDLINE]
+                 and _given_on_command_line(ctx, p)]
         if given:
             raise RunDirError(f"--resume continues with the run's saved options; drop "
                               f"{', '.join('--' + g.replace('_', '-') for g in given)}.")
@@ -107,6 +106,12 @@ def train(
 
     report = run_training(config, run, source=source, resume=resume is not None)
     _print_summary(run, report)
+
+
+def _given_on_command_line(ctx: typer.Context, param: str) -> bool:
+    # Compared by name: typer vendors its own copy of click's ParameterSource enum.
+    source = ctx.get_parameter_source(param)
+    return source is not None and source.name == "COMMANDLINE"
 
 
 def _load_config(run: Path) -> TrainConfig:
