@@ -23,6 +23,10 @@ def atomic_path(target: Path) -> Iterator[Path]:
                                     dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    # mkstemp creates 0600; artifacts get the permissions any new file would (umask applies).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
         os.replace(tmp, target)

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_ssl import contract
+from edge_ssl.errors import ConfigError
 
 # tf2onnx 1.17 converts to opsets up to 18 (its OPSET_TO_IR_VERSION); per-channel QDQ needs 13.
 # Every opset in this range was converted and checked against Keras here.
@@ -45,30 +45,25 @@ class ExportConfig:
     verify_sizes: tuple[tuple[int, int], ...] = ((37, 91), (128, 128))
 
     def __post_init__(self) -> None:
+        def bad(option: str, value: Any, allowed: str) -> ConfigError:
+            return ConfigError(f"--{option} {value} is not allowed: {allowed}.")
+
         if not isinstance(self.run_dir, Path):
-            raise ValueError(f"run_dir: expected a pathlib.Path, got {self.run_dir!r}")
+            raise bad("run", repr(self.run_dir), "expected a pathlib.Path")
         if self.opset not in SUPPORTED_OPSETS:
-            raise ValueError(
-                f"opset: {self.opset} is not supported; use {SUPPORTED_OPSETS.start}–"
-                f"{SUPPORTED_OPSETS.stop - 1} (tf2onnx's range, 13+ for per-channel INT8)"
-            )
+            raise bad("opset", self.opset, f"use {SUPPORTED_OPSETS.start}–"
+                      f"{SUPPORTED_OPSETS.stop - 1} (tf2onnx's range; 13+ for per-channel INT8)")
         if self.calibration_images < 1:
-            raise ValueError(f"calibration_images: {self.calibration_images} must be ≥ 1")
+            raise bad("calibration-images", self.calibration_images, "use at least 1")
         if not (math.isfinite(self.max_int8_drop) and -100.0 <= self.max_int8_drop <= 100.0):
-            raise ValueError(
-                f"max_int8_drop: {self.max_int8_drop} must be between -100 and 100 points"
-            )
+            raise bad("max-int8-drop", self.max_int8_drop, "use -100 to 100 accuracy points")
         if not (math.isfinite(self.tolerance) and 0.0 < self.tolerance < 1.0):
-            raise ValueError(f"tolerance: {self.tolerance} must be in (0, 1)")
+            raise bad("tolerance", self.tolerance, "use a probability difference in (0, 1)")
         if self.verify_images < 1:
-            raise ValueError(f"verify_images: {self.verify_images} must be ≥ 1")
+            raise bad("verify-images", self.verify_images, "use at least 1")
         for size in self.verify_sizes:
             if len(size) != 2 or min(size) < 1:
-                raise ValueError(f"verify_sizes: {size} is not a (height, width) of positive ints")
-
-    @property
-    def exports_dir(self) -> Path:
-        return self.run_dir / contract.EXPORTS_DIR
+                raise bad("verify-sizes", size, "use (height, width) pairs of positive ints")
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -47,7 +47,7 @@ def to_onnx(model: keras.Model, opset: int) -> onnx.ModelProto:
 def _name_dims(proto: onnx.ModelProto) -> None:
     # tf2onnx calls the dynamic dimensions unk__N; the names are documentation only.
     for graph_input in proto.graph.input:
-        for dim, name in zip(graph_input.type.tensor_type.shape.dim, INPUT_DIMS):
+        for dim, name in zip(graph_input.type.tensor_type.shape.dim, INPUT_DIMS, strict=False):
             if isinstance(name, str) and not dim.HasField("dim_value"):
                 dim.dim_param = name
     for output in proto.graph.output:
@@ -73,14 +73,11 @@ def metadata(task: str, labels: Sequence[str], preprocess: Preprocess, run: str,
 
 
 def set_metadata(proto: onnx.ModelProto, metadata: dict[str, Any]) -> None:
-    """Store each value as JSON in `metadata_props`, replacing keys already there."""
-    props = {entry.key: entry.value for entry in proto.metadata_props}
-    props.update({key: json.dumps(value) for key, value in metadata.items()})
+    """Make `metadata` the file's only `metadata_props`, each value as JSON.
+
+    Tools' own entries (quant_pre_process adds a plain-string marker) are dropped, so that every
+    value a reader finds is JSON.
+    """
     del proto.metadata_props[:]
-    onnx.helper.set_model_props(proto, props)
+    onnx.helper.set_model_props(proto, {key: json.dumps(value) for key, value in metadata.items()})
 
-
-def read_metadata(proto: onnx.ModelProto) -> dict[str, Any]:
-    """The edge_ssl.* entries of `metadata_props`, decoded from JSON."""
-    return {entry.key: json.loads(entry.value) for entry in proto.metadata_props
-            if entry.key.startswith("edge_ssl.")}

@@ -12,6 +12,7 @@ import numpy as np
 
 from edge_ssl import contract
 from edge_ssl.errors import RunDirError
+from edge_ssl.rundir import resolve_run
 
 _TRAIN_HINT = "`edge-ssl train` writes it"
 
@@ -37,16 +38,13 @@ class RunSource:
 
 
 def open_run(run_dir: Path) -> RunSource:
-    """Read config.json and heldout.npz of `run_dir`, and check both model files are there.
+    """Read config.json and heldout.npz of `run_dir` (`runs/latest` followed), and check that
+    both model files are there.
 
     Raises:
         RunDirError: naming the missing directory, file or key and the command that makes it.
     """
-    if not run_dir.is_dir():
-        raise RunDirError(
-            f"{run_dir}: no such run directory; train one with `edge-ssl train` "
-            "or pass the run folder to export."
-        )
+    run_dir = resolve_run(run_dir)
     for file_name in (contract.CONFIG_FILE, contract.PRETEXT_MODEL, contract.CLASSIFIER_MODEL,
                       contract.HELDOUT_FILE):
         if not (run_dir / file_name).is_file():
@@ -58,7 +56,7 @@ def open_run(run_dir: Path) -> RunSource:
     arrays = _read_heldout(run_dir / contract.HELDOUT_FILE)
     source = RunSource(
         path=run_dir,
-        name=str(config.get(contract.CONFIG_NAME) or run_dir.resolve().name),
+        name=str(config.get(contract.CONFIG_NAME) or run_dir.name),
         labels=[str(label) for label in config[contract.CONFIG_LABELS]],
         image_size=int(config[contract.CONFIG_IMAGE_SIZE]),
         classifier_images=arrays[contract.HELDOUT_CLASSIFIER_IMAGES],

@@ -53,8 +53,9 @@ def check_contract(proto: onnx.ModelProto, num_classes: int) -> Check:
     weights = {init.name for init in graph.initializer}
     inputs = [i for i in graph.input if i.name not in weights]
     problems: list[str] = []
-    if [i.name for i in inputs] != [contract.INPUT_NAME]:
-        problems.append(f"inputs are {[i.name for i in inputs]}, expected [{contract.INPUT_NAME!r}]")
+    names = [i.name for i in inputs]
+    if names != [contract.INPUT_NAME]:
+        problems.append(f"inputs are {names}, expected [{contract.INPUT_NAME!r}]")
     else:
         problems += _tensor_problems(inputs[0], onnx.TensorProto.UINT8, [None, None, None, 3])
         consumers = [n for n in graph.node if contract.INPUT_NAME in n.input]

@@ -9,7 +9,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from edge_ssl.errors import EdgeSslError
+from edge_ssl.errors import ConfigError
 
 # keras.applications.MobileNetV2 ships ImageNet weights only for these widths.
 IMAGENET_WIDTHS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
@@ -25,10 +25,6 @@ class Rotations(str, Enum):
 class Freeze(str, Enum):
     none = "none"
     backbone = "backbone"
-
-
-class ConfigError(EdgeSslError):
-    """An option has a value edge-ssl cannot use."""
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import json
 import platform
 import sys
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,9 @@ def train(config: TrainConfig, run: Path, *, source: Source | None = None, resum
           extra_callbacks: list[keras.callbacks.Callback] | None = None) -> dict[str, Any]:
     """Run (or continue) both stages into `run`; returns the report also saved as report.json."""
     start = time.perf_counter()
+    # Taking one batch for the samples picture stops a cache() mid-way, which tf.data reports
+    # as a warning on every run; the cache simply fills on the first epoch instead.
+    warnings.filterwarnings("ignore", message=".*did not fully read the dataset being cached")
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision
                                             else "float32")

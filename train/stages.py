@@ -103,8 +103,9 @@ def fit_stage(
         *(extra_callbacks or []),
     ]
     start = time.perf_counter()
+    # shuffle=False: the tf.data pipeline already shuffles (Keras warns otherwise).
     history = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks,
-                        verbose=verbose)
+                        verbose=verbose, shuffle=False)
     wall = time.perf_counter() - start
     losses = history.history.get("loss", [])
     diverged = any(not math.isfinite(v) for v in losses)

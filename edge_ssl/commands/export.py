@@ -14,7 +14,7 @@ from edge_ssl.contract import EXPORT_REPORT
 from edge_ssl.export.config import ExportConfig
 
 if TYPE_CHECKING:
-    from edge_ssl.export.pipeline import ExportReport
+    from edge_ssl.export.report import ExportReport
     from edge_ssl.export.verify import Check
 
 

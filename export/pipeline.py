@@ -1,0 +1,208 @@
+"""The export stage: a run directory in, verified ONNX files in RUN/exports out (design §8).
+
+Everything is built and verified in a hidden staging folder inside the run and renamed to
+`exports/` only when every check passed, so a failed export leaves no model on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import onnx
+import onnxruntime
+
+from edge_ssl import contract
+from edge_ssl.errors import ModelError, RunDirError
+from edge_ssl.export import convert, quantize, verify
+from edge_ssl.export.config import CONFIG_FILE, ExportConfig
+from edge_ssl.export.report import ExportedFile, ExportReport, versions
+from edge_ssl.export.rundir import RunSource, open_run
+from edge_ssl.export.verify import Check
+from edge_ssl.train.model import load_model, preprocess_of
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One Keras model to export, with its held-out data. Images are uint8 `[N, S, S, 3]`."""
+
+    name: str
+    keras_file: str
+    task: str
+    labels: list[str]
+    images: np.ndarray  # validation images; parity uses the first `verify_images`
+    targets: np.ndarray  # int64 [N] true class of each validation image
+    calibration: np.ndarray
+
+
+def export_run(config: ExportConfig, log: Callable[[str], None] = lambda _: None) -> ExportReport:
+    """Export, verify and publish both models of `config.run_dir`.
+
+    Raises:
+        RunDirError: the run is incomplete, or exports exist and `overwrite` is off.
+        ModelError: a .keras file is not one edge-ssl wrote or does not match the run.
+        ExportError: tf2onnx or a quantizer failed.
+        ExportVerificationError: any check failed; nothing was written.
+    """
+    source = open_run(config.run_dir)
+    exports = source.path / contract.EXPORTS_DIR
+    _refuse_existing(exports, config.overwrite)
+    jobs = _jobs(source)
+    models = {job.name: _load(source, job) for job in jobs}  # fail fast, before converting
+    exported_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    files: list[tuple[ExportedFile, bytes]] = []
+    for job in jobs:
+        files += _export_model(models[job.name], job, source, config, exported_at, log)
+    verify.raise_failures((f.file, check) for f, _ in files for check in f.checks)
+    report = ExportReport(exports, source.name, exported_at, config, [f for f, _ in files],
+                          versions())
+    # The staging folder is the atomic unit: it becomes exports/ in one rename, complete.
+    staging = _sibling(exports, "new")
+    staging.mkdir()
+    try:
+        for exported, data in files:
+            (staging / exported.file).write_bytes(data)
+        for name, content in ((CONFIG_FILE, config.to_json()),
+                              (contract.EXPORT_REPORT, report.to_json())):
+            (staging / name).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+        _publish(staging, exports, config.overwrite)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return report
+
+
+def _refuse_existing(exports: Path, overwrite: bool) -> None:
+    if (exports.exists() or exports.is_symlink()) and not overwrite and (
+            not exports.is_dir() or any(exports.iterdir())):
+        raise RunDirError(f"{exports} already exists; pass --overwrite to replace it.")
+
+
+def _sibling(exports: Path, tag: str) -> Path:
+    """A hidden, unique folder name beside `exports` (same file system, so renames are atomic)."""
+    return exports.with_name(f".{exports.name}-{tag}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _publish(staging: Path, exports: Path, overwrite: bool) -> None:
+    # Two renames: a crash between them leaves the previous export in a hidden -old folder.
+    _refuse_existing(exports, overwrite)  # another export may have finished meanwhile
+    old = None
+    if exports.exists() or exports.is_symlink():
+        old = _sibling(exports, "old")
+        os.replace(exports, old)
+    os.replace(staging, exports)
+    if old is not None and old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old)
+    elif old is not None:
+        old.unlink()
+
+
+def _jobs(source: RunSource) -> list[_Job]:
+    pretext, rotations = _all_rotations(source.pretext_images)
+    # Calibrate the pretext on rotated images too: that is the input it sees.
+    calibration = np.stack([np.rot90(image, k % 4) for k, image in
+                            enumerate(source.calibration_images)])
+    return [
+        _Job("pretext", contract.PRETEXT_MODEL, contract.TASK_ROTATION,
+             list(contract.ROTATION_LABELS), pretext, rotations, calibration),
+        _Job("classifier", contract.CLASSIFIER_MODEL, contract.TASK_CLASSIFICATION,
+             source.labels, source.classifier_images, source.classifier_labels,
+             source.calibration_images),
+    ]
+
+
+def _all_rotations(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 `[N, S, S, 3]` → `[4N, S, S, 3]` (each image at k·90°, k = 0..3) and labels k."""
+    rotated = np.stack([np.rot90(image, k) for image in images for k in range(4)])
+    return rotated, np.tile(np.arange(4, dtype=np.int64), len(images))
+
+
+def _load(source: RunSource, job: _Job) -> keras.Model:
+    path = source.model_path(job.keras_file)
+    model = load_model(path)
+    size = preprocess_of(model).image_size
+    if size != source.image_size:
+        raise ModelError(f"{path}: resizes to {size}×{size} but the run's config.json says "
+                         f"{source.image_size}; re-run `edge-ssl train`.")
+    outputs = model.output_shape[-1]
+    if outputs != len(job.labels):
+        raise ModelError(f"{path}: has {outputs} outputs for {len(job.labels)} labels "
+                         f"({', '.join(job.labels)}); re-run `edge-ssl train`.")
+    return model
+
+
+def _export_model(model: keras.Model, job: _Job, source: RunSource, config: ExportConfig,
+                  exported_at: str, log: Callable[[str], None]) -> list[tuple[ExportedFile, bytes]]:
+    """The FP32 file and, when asked and FP32 passed, its INT8/FP16 variants."""
+    def meta(precision: str) -> dict[str, Any]:
+        return convert.metadata(job.task, job.labels, preprocess_of(model), source.name,
+                                exported_at, precision)
+
+    log(f"converting {job.name} (opset {config.opset})")
+    proto = convert.to_onnx(model, config.opset)
+    convert.set_metadata(proto, meta("fp32"))
+    data = proto.SerializeToString()
+    checks = [verify.check_onnx(proto), verify.check_contract(proto, len(job.labels))]
+    if not all(check.passed for check in checks):
+        return [(_file(f"{job.name}.onnx", job, "fp32", data, None, checks), data)]
+    log(f"verifying {job.name}.onnx against Keras")
+    sess = verify.session(data)
+    checks += _parity(model, sess, job, config)
+    fp32 = verify.predict(sess, job.images)
+    exported = _file(f"{job.name}.onnx", job, "fp32", data,
+                     verify.accuracy(fp32, job.targets), checks)
+    if not exported.passed:
+        return [(exported, data)]  # the variants' reference is wrong: do not build on them
+    calibration = job.calibration[:config.calibration_images]
+    variants = [("int8", lambda: quantize.to_int8(proto, calibration))] if config.int8 else []
+    variants += [("fp16", lambda: quantize.to_fp16(proto))] if config.fp16 else []
+    files = [(exported, data)]
+    for precision, build in variants:
+        log(f"building and checking {job.name}.{precision}.onnx")
+        variant = build()
+        convert.set_metadata(variant, meta(precision))
+        files.append(_check_variant(variant, precision, fp32, job, config.max_int8_drop,
+                                    len(calibration) if precision == "int8" else None))
+    return files
+
+
+def _check_variant(variant: onnx.ModelProto, precision: str, fp32: np.ndarray, job: _Job,
+                   max_drop: float, calibration_images: int | None
+                   ) -> tuple[ExportedFile, bytes]:
+    data = variant.SerializeToString()
+    checks = [verify.check_onnx(variant), verify.check_contract(variant, len(job.labels))]
+    accuracy = None
+    if all(check.passed for check in checks):
+        probabilities = verify.predict(verify.session(data), job.images)
+        checks.append(verify.check_variant(precision, fp32, probabilities, job.targets, max_drop))
+        accuracy = verify.accuracy(probabilities, job.targets)
+    return _file(f"{job.name}.{precision}.onnx", job, precision, data, accuracy, checks,
+                 calibration_images), data
+
+
+def _parity(model: keras.Model, sess: onnxruntime.InferenceSession, job: _Job,
+            config: ExportConfig) -> list[Check]:
+    """Native size at full and single-image batch, then each odd size."""
+    def keras_probabilities(images: np.ndarray) -> np.ndarray:
+        return np.asarray(model(images, training=False))
+
+    native = job.images[:config.verify_images]
+    batches = [native, native[:1]] + [verify.resized(native, height, width)
+                                      for height, width in config.verify_sizes]
+    return [verify.check_parity(keras_probabilities, sess, images, config.tolerance)
+            for images in batches]
+
+
+def _file(name: str, job: _Job, precision: str, data: bytes, accuracy: float | None,
+          checks: list[Check], calibration_images: int | None = None) -> ExportedFile:
+    return ExportedFile(name, job.name, precision, len(data), hashlib.sha256(data).hexdigest(),
+                        accuracy, checks, calibration_images)
