@@ -94,10 +94,12 @@ def load_rgb(path: Path | str, size: int | None = None) -> np.ndarray:
             f"{path}: larger than Pillow's decompression-bomb limit "
             f"({Image.MAX_IMAGE_PIXELS:,} pixels)"
         ) from None
-    except (OSError, ValueError, SyntaxError) as exc:
+    except Exception as exc:  # noqa: BLE001
         # Truncated or corrupt data surfaces as OSError ("image file is truncated"),
-        # SyntaxError (broken PNG chunks) or ValueError from the decoders.
-        raise ImageDecodeError(f"{path}: corrupt or truncated image ({exc})") from None
+        # SyntaxError (broken PNG chunks), ValueError, EOFError or struct.error from Pillow's
+        # format plugins: one bad file must never stop a folder of good ones.
+        raise ImageDecodeError(f"{path}: corrupt or truncated image "
+                               f"({type(exc).__name__}: {exc})") from None
 
 
 def load_batch(paths: Iterable[Path], size: int) -> tuple[np.ndarray, list[Path], list[str]]:

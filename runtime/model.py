@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from edge_ssl import contract
 from edge_ssl.errors import DeviceError, ModelError
-from edge_ssl.images import INTERPOLATION
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -76,14 +75,15 @@ def resolve_model(model: Path | None) -> Path:
 def read_model_info(path: Path) -> ModelInfo:
     """Read and check a model's metadata and signature.
 
-    onnxruntime has no metadata-only reader, so this loads the graph on the CPU with every
-    optimisation off: no kernels are tuned and nothing is allocated for inference.
+    onnxruntime has no metadata-only reader, so this opens the cheapest session it offers: on
+    the CPU, one thread, graph optimisation off.
 
     Raises:
         ModelError: the file is missing, not ONNX, or not an edge-ssl model.
     """
     import onnxruntime as ort
 
+    ort.set_default_logger_severity(_ERRORS)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.intra_op_num_threads = 1
@@ -92,7 +92,7 @@ def read_model_info(path: Path) -> ModelInfo:
 
 
 def open_session(
-    path: Path, device: Device = Device.AUTO, threads: int | None = None
+    path: Path, device: Device = Device.AUTO, threads: int | None = None, spin: bool = True
 ) -> tuple[ort.InferenceSession, ModelInfo, str]:
     """Create an inference session on the best provider allowed by `device`.
 
@@ -101,6 +101,8 @@ def open_session(
         device: `auto` takes CUDA when it starts and falls back to the CPU; `cpu`, `cuda` and
             `tensorrt` insist on that provider.
         threads: onnxruntime intra-op threads; None lets onnxruntime pick (one per core).
+        spin: let idle intra-op threads spin-wait, onnxruntime's default: the lowest latency
+            when nothing else needs the cores. Off for classify, whose decoding threads do.
 
     Returns:
         (session, model info, the provider that actually runs the model).
@@ -117,8 +119,7 @@ def open_session(
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = threads or 0
-    # Idle intra-op threads spin by default, stealing the cores that decode the next batch.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     if device is Device.AUTO:
         session = _load_auto(path, options)
     else:
@@ -133,6 +134,8 @@ def model_info(session: ort.InferenceSession, path: Path) -> ModelInfo:
     Raises:
         ModelError: with what is wrong and how to get a model that is right.
     """
+    from edge_ssl.images import INTERPOLATION  # numpy and Pillow: not at CLI start-up
+
     meta = session.get_modelmeta().custom_metadata_map
     if contract.META_TASK not in meta:
         raise ModelError(
@@ -242,8 +245,11 @@ def _load_on(path: Path, options: ort.SessionOptions, device: Device) -> ort.Inf
             f"(it has {', '.join(ort.get_available_providers())}); install onnxruntime-gpu "
             "or use --device auto."
         )
-    providers = {Device.CPU: [CPU], Device.CUDA: [CUDA, CPU],
-                 Device.TENSORRT: [(TENSORRT, _tensorrt_options()), CUDA, CPU]}[device]
+    providers: list[Any] = [CPU]
+    if device is Device.CUDA:
+        providers = [CUDA, CPU]
+    elif device is Device.TENSORRT:
+        providers = [(TENSORRT, _tensorrt_options()), CUDA, CPU]
     session = _load(path, options, providers)
     if session.get_providers()[0] != wanted:
         raise DeviceError(_not_started(wanted))

@@ -23,7 +23,7 @@ def bench(
     iterations: Annotated[int, typer.Option(min=1, help="Timed runs per batch size.")] = 100,
     threads: Annotated[int | None, typer.Option(
         min=1, show_default=False,
-        help="onnxruntime intra-op threads [default: one per core].")] = None,
+        help="onnxruntime intra-op threads (default: one per core).")] = None,
     device: Annotated[Device, typer.Option(
         case_sensitive=False,
         help="Execution provider; auto takes CUDA when it starts, else the CPU.")] = Device.AUTO,
@@ -39,8 +39,8 @@ def bench(
     from edge_ssl.runtime.bench import bench as run
     from edge_ssl.runtime.report import bench_tables
 
-    config = BenchConfig(tuple(models), _batch_sizes(batch_sizes), warmup, iterations, threads,
-                         device)
+    config = BenchConfig(tuple(models), batch_sizes=_batch_sizes(batch_sizes), warmup=warmup,
+                         iterations=iterations, threads=threads, device=device)
     with console.status("timing…"):
         result = run(config)
     console.print(*bench_tables(result))

@@ -22,7 +22,7 @@ def classify(
     model: Annotated[Path | None, typer.Option(
         "--model", "-m", show_default=False,
         help="ONNX model written by `edge-ssl export` "
-             "[default: runs/latest/exports/classifier.onnx].")] = None,
+             "(default: the classifier of runs/latest).")] = None,
     recursive: Annotated[bool, typer.Option(
         "--recursive", "-r", help="Also classify the images in subfolders.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per inference call.")] = 32,
@@ -36,21 +36,21 @@ def classify(
         help="Execution provider; auto takes CUDA when it starts, else the CPU.")] = Device.AUTO,
     threads: Annotated[int | None, typer.Option(
         min=1, show_default=False,
-        help="onnxruntime intra-op threads [default: one per core].")] = None,
+        help="onnxruntime intra-op threads (default: one per core).")] = None,
 ) -> None:
-    """Label images with an exported model (the rotation model reports each image's rotation).
+    """Label images with an exported model; the rotation model reports each image's rotation.
 
-    Files that cannot be read are reported and skipped. Exit status: 0 when every image was
-    classified, 1 when some were skipped, 2 when none could be classified (no images, or a
-    model or device that cannot be used).
+    Files that cannot be read are reported and skipped.
+    Exit status: 0 all classified, 1 some skipped, 2 none (no images, unusable model or device).
     """
     from edge_ssl.runtime import report
     from edge_ssl.runtime.classify import ClassifyConfig
     from edge_ssl.runtime.classify import classify as run
 
     try:
-        config = ClassifyConfig(tuple(paths), model, recursive, batch_size, top_k, device,
-                                threads, output=output)
+        config = ClassifyConfig(tuple(paths), model=model, recursive=recursive,
+                                batch_size=batch_size, top_k=top_k, device=device,
+                                threads=threads, output=output)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     try:

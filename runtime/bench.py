@@ -1,0 +1,111 @@
+"""Latency of exported models under onnxruntime, side by side (design §9, §10).
+
+Every model sees the same random uint8 images at its native size (same seed), so FP32 and INT8
+variants of one model are compared on identical inputs. Warm-up runs come first: the first
+calls allocate memory and pick kernels, and are not the steady state a device lives in.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_ssl import __version__, contract
+from edge_ssl.runtime.cpu import CpuInfo, cpu_info
+from edge_ssl.runtime.model import Device, open_session
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Which models, batch sizes and how long to time them."""
+
+    models: tuple[Path, ...]
+    batch_sizes: tuple[int, ...] = (1, 8, 32)
+    warmup: int = 10
+    iterations: int = 100
+    threads: int | None = None  # onnxruntime intra-op threads; None: one per core
+    device: Device = Device.AUTO
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ValueError("models is empty; give at least one .onnx file")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise ValueError(f"batch_sizes is {self.batch_sizes}; give sizes of 1 or more")
+        if self.warmup < 0:
+            raise ValueError(f"warmup is {self.warmup}; it must be 0 or more")
+        if self.iterations < 1:
+            raise ValueError(f"iterations is {self.iterations}; it must be at least 1")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads is {self.threads}; it must be at least 1")
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """One model at one batch size. images_per_s counts images over the whole timed loop."""
+
+    model: str
+    precision: str | None
+    task: str
+    image_size: int
+    file_size: int
+    provider: str
+    threads: int | None
+    batch_size: int
+    iterations: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    images_per_s: float
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    """All results of one run and the machine they were measured on."""
+
+    results: tuple[BenchResult, ...]
+    cpu: CpuInfo
+    onnxruntime: str
+    edge_ssl: str
+    warmup: int
+
+
+def bench(config: BenchConfig) -> BenchReport:
+    """Time every model of `config` at every batch size.
+
+    Raises:
+        ModelError, DeviceError: a model cannot be used (see `open_session`).
+    """
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(config.seed)
+    inputs: dict[int, np.ndarray] = {}  # native size → uint8 [max batch, S, S, 3]
+    results = []
+    for path in config.models:
+        session, info, provider = open_session(path, config.device, config.threads)
+        size = info.image_size
+        if size not in inputs:
+            inputs[size] = rng.integers(0, 256, (max(config.batch_sizes), size, size, 3),
+                                        dtype=np.uint8)
+        for batch_size in config.batch_sizes:
+            feed = {contract.INPUT_NAME: inputs[size][:batch_size]}
+            for _ in range(config.warmup):
+                session.run([contract.OUTPUT_NAME], feed)
+            times = np.empty(config.iterations)
+            for i in range(config.iterations):
+                start = time.perf_counter()
+                session.run([contract.OUTPUT_NAME], feed)
+                times[i] = time.perf_counter() - start
+            p50, p90, p99 = np.percentile(times, [50, 90, 99]) * 1e3
+            results.append(BenchResult(
+                model=str(path), precision=info.precision, task=info.task, image_size=size,
+                file_size=info.file_size, provider=provider, threads=config.threads,
+                batch_size=batch_size, iterations=config.iterations, p50_ms=float(p50),
+                p90_ms=float(p90), p99_ms=float(p99), mean_ms=float(times.mean() * 1e3),
+                images_per_s=float(batch_size * config.iterations / times.sum()),
+            ))
+    return BenchReport(tuple(results), cpu_info(), ort.__version__, __version__, config.warmup)
