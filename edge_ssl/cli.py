@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from edge_ssl.commands import bench, classify, demo_data, export, train
+from edge_ssl.commands import bench, classify, demo, demo_data, export, train
 
 app = typer.Typer(
     name="edge-ssl",
@@ -22,6 +22,7 @@ app.command("demo-data")(demo_data.demo_data)
 app.command("export")(export.export)
 app.command("classify")(classify.classify)
 app.command("bench")(bench.bench)
+app.command("demo")(demo.demo)
 
 
 def main() -> None:

@@ -1,0 +1,82 @@
+"""End to end through the CLI, on files: train → export → classify → bench, and `demo`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("tensorflow")
+
+from edge_ssl import contract as C  # noqa: E402
+from edge_ssl.cli import app  # noqa: E402
+
+runner = CliRunner()
+TINY = ["--width", "0.35", "--image-size", "32", "--pretext-epochs", "1", "--finetune-epochs",
+        "1"]
+ARTIFACTS = [C.CONFIG_FILE, C.PRETEXT_MODEL, C.CLASSIFIER_MODEL, C.BASELINE_MODEL,
+             C.HISTORY_PRETEXT, C.HISTORY_FINETUNE, C.HISTORY_BASELINE, C.CURVES_PNG,
+             C.SAMPLES_PNG, C.REPORT_FILE, C.HELDOUT_FILE]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    runs = tmp_path_factory.mktemp("e2e") / "runs"
+    result = runner.invoke(app, ["train", *TINY, "--demo-per-class", "8", "--batch-size", "8",
+                                 "--baseline", "--runs-dir", str(runs), "--name", "e2e"])
+    assert result.exit_code == 0, result.output
+    return runs / "e2e"
+
+
+def test_train_writes_every_artifact(run: Path) -> None:
+    for name in ARTIFACTS:
+        assert (run / name).is_file(), name
+    assert (run.parent / C.LATEST).resolve() == run.resolve()
+    assert not (run / C.CHECKPOINTS_DIR).exists()
+    report = json.loads((run / C.REPORT_FILE).read_text())
+    assert report["complete"] is True
+    for stage in ("pretext", "finetune", "baseline"):
+        assert 0.0 <= report[stage]["val_accuracy"] <= 1.0
+        assert report[stage]["epochs_run"] == 1
+        assert report[stage]["images_per_second"] > 0
+    config = json.loads((run / C.CONFIG_FILE).read_text())
+    assert config["labels"] == ["duck", "fish"] and config["image_size"] == 32
+    assert config["config"]["width"] == 0.35 and "tensorflow" in config["versions"]
+
+
+def test_export_classify_bench_on_files(run: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["export", str(run)])
+    assert result.exit_code == 0, result.output
+    model = run / C.EXPORTS_DIR / C.CLASSIFIER_ONNX
+    assert model.is_file() and (run / C.EXPORTS_DIR / C.PRETEXT_ONNX).is_file()
+
+    images = tmp_path / "imgs"
+    assert runner.invoke(app, ["demo-data", str(images), "--per-class", "3", "--unlabeled",
+                               "0"]).exit_code == 0
+    (images / "duck" / "broken.jpg").write_bytes(b"not a jpeg")
+    preds = tmp_path / "preds.jsonl"
+    result = runner.invoke(app, ["classify", str(images), "--recursive", "--model", str(model),
+                                 "--output", str(preds)])
+    assert result.exit_code == 1, result.output  # one broken file, the rest classified
+    assert "broken.jpg" in result.output
+    rows = [json.loads(line) for line in preds.read_text().splitlines()]
+    assert len(rows) == 6 and {r["label"] for r in rows} <= {"duck", "fish"}
+
+    bench_json = tmp_path / "bench.json"
+    result = runner.invoke(app, ["bench", str(model), "--batch-sizes", "1,2", "--warmup", "1",
+                                 "--iterations", "3", "--json", str(bench_json)])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(bench_json.read_text())["results"]) == 2
+
+
+def test_demo_command_runs_every_stage(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["demo", *TINY, "--per-class", "8", "--no-int8",
+                                 "--runs-dir", str(runs)])
+    assert result.exit_code == 0, result.output
+    assert (runs / "demo" / C.EXPORTS_DIR / C.CLASSIFIER_ONNX).is_file()
+    assert "demo images" in result.output and "duck" in result.output
+    again = runner.invoke(app, ["demo", "--runs-dir", str(runs)])
+    assert again.exit_code == 1 and "already exists" in again.output
