@@ -1,0 +1,66 @@
+"""The Keras model: preprocessing inside, head swap, freezing, BatchNorm momentum, mixed precision."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from edge_ssl.train.model import (  # noqa: E402
+    BACKBONE_NAME,
+    RESCALE_SYMMETRIC,
+    ModelSpec,
+    Preprocess,
+    build_model,
+    replace_head,
+)
+
+SPEC = ModelSpec(image_size=32, width=0.35, bn_momentum=0.9)
+
+
+@pytest.fixture()
+def mixed_precision() -> Iterator[None]:
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def test_preprocess_casts_resizes_and_rescales() -> None:
+    layer = Preprocess(4, **RESCALE_SYMMETRIC)
+    images = np.full((2, 9, 7, 3), 255, np.uint8)
+    out = np.asarray(layer(images))
+    assert out.shape == (2, 4, 4, 3) and out.dtype == np.float32
+    np.testing.assert_allclose(out, 1.0, atol=1e-6)
+    assert Preprocess.from_config(layer.get_config()).get_config() == layer.get_config()
+
+
+def test_model_takes_uint8_of_any_size_and_sets_bn_momentum() -> None:
+    model = build_model(SPEC, 4, "pretext")
+    assert model.input.dtype == "uint8"
+    for shape in [(1, 32, 32, 3), (2, 37, 91, 3)]:
+        probs = model.predict_on_batch(np.zeros(shape, np.uint8))
+        assert probs.shape == (shape[0], 4)
+        np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    bns = [layer for layer in model.get_layer(BACKBONE_NAME).layers
+           if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bns and all(layer.momentum == 0.9 for layer in bns)
+
+
+def test_replace_head_keeps_learned_layers_and_freezes() -> None:
+    pretext = build_model(SPEC, 4, "pretext")
+    classifier = replace_head(pretext, 3, freeze_backbone=True)
+    assert classifier.output.shape[-1] == 3
+    assert classifier.get_layer(BACKBONE_NAME) is pretext.get_layer(BACKBONE_NAME)
+    assert classifier.get_layer("features") is pretext.get_layer("features")
+    trainable = {w.path.split("/")[0] for w in classifier.trainable_weights}
+    assert trainable == {"features", "head"}
+
+
+def test_mixed_precision_keeps_preprocess_and_softmax_float32(mixed_precision: None) -> None:
+    model = build_model(SPEC, 2, "classifier")
+    assert model.get_layer(BACKBONE_NAME).compute_dtype == "float16"
+    assert model.get_layer("preprocess").compute_dtype == "float32"
+    assert model.output.dtype == "float32"
