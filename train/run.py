@@ -54,6 +54,9 @@ def train(config: TrainConfig, run: Path, *, source: Source | None = None, resum
     # Taking one batch for the samples picture stops a cache() mid-way, which tf.data reports
     # as a warning on every run; the cache simply fills on the first epoch instead.
     warnings.filterwarnings("ignore", message=".*did not fully read the dataset being cached")
+    # Skipping unreadable files leaves a file-based dataset's length unknown until its first
+    # pass; Keras then reports each epoch's end as "input ran out of data", which is expected.
+    warnings.filterwarnings("ignore", message="Your input ran out of data")
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision
                                             else "float32")
