@@ -1,9 +1,9 @@
 """Reduced-precision variants of an exported FP32 file, through onnxruntime's public tools.
 
 INT8 is static QDQ with uint8 activations and per-channel int8 weights: onnxruntime then runs all
-52 convolutions of MobileNetV2 as QLinearConv, 2.4–2.6× FP32 at batch 32 on the VNNI CPU of design
-§10, while the int8-activation default left a third of them in FP32 between Transposes and was
-slower than FP32.
+52 convolutions of MobileNetV2 as QLinearConv, 2.1–2.45× FP32 at batch 32 on the VNNI CPU of
+design §10 (benchmarks/README.md says why not 2.5×), while the int8-activation default left a
+third of them in FP32 between Transposes and was slower than FP32.
 """
 
 from __future__ import annotations

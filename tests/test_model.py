@@ -1,4 +1,4 @@
-"""The Keras model: preprocessing inside, head swap, freezing, BatchNorm momentum, mixed precision."""
+"""The Keras model: preprocessing inside, head swap, freezing, BN momentum, mixed precision."""
 
 from __future__ import annotations
 

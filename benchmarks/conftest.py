@@ -1,0 +1,184 @@
+"""The benchmark session: full with `pytest --benchmark-only`, a one-call smoke test otherwise.
+
+Plain `pytest` collects this folder too; it then disables pytest-benchmark's timing (each
+benchmark body runs once) and builds a tiny model, so that CI proves every benchmark still works
+in a minute or two. `--benchmark-only` (or `--benchmark-enable`) trains the §10 model and times
+everything; the §10 ratios are printed after pytest-benchmark's table and added to
+`--benchmark-json` output together with the CPU's instruction-set features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import bench_models
+import bench_report
+import numpy as np
+import pytest
+from bench_models import Settings
+from bench_report import Results
+
+# TensorFlow reads these when it is first imported.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+SETTINGS = pytest.StashKey[Settings]()
+RESULTS = pytest.StashKey[Results]()
+WARMUP_SECONDS = 0.3  # and at least `warmup` calls: first calls allocate and pick kernels
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-benchmark reads these options in its own pytest_configure, which runs last.
+    full = bool(config.getoption("benchmark_only") or config.getoption("benchmark_enable"))
+    if not full:
+        config.option.benchmark_disable = True
+    config.stash[SETTINGS] = bench_models.settings(full)
+    config.stash[RESULTS] = Results()
+
+
+@pytest.fixture(scope="session")
+def settings(pytestconfig: pytest.Config) -> Settings:
+    return pytestconfig.stash[SETTINGS]
+
+
+@pytest.fixture(scope="session")
+def results(pytestconfig: pytest.Config) -> Results:
+    return pytestconfig.stash[RESULTS]
+
+
+@pytest.fixture(scope="session")
+def tensorflow_threads(settings: Settings) -> None:
+    """Give TensorFlow the thread count every other runtime gets (before it runs any op).
+
+    inter-op 1 matches onnxruntime's sequential executor; a plain `pytest` session may already
+    have started TensorFlow in the tests, and a smoke run does not time anything anyway.
+    """
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(settings.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        if settings.full:
+            raise
+
+
+@pytest.fixture(scope="session")
+def bench_run(settings: Settings, pytestconfig: pytest.Config, tensorflow_threads: None) -> Path:
+    """The trained and exported run every benchmark uses (cached between sessions)."""
+    return bench_models.cached_run(settings, pytestconfig.rootpath)
+
+
+@pytest.fixture(scope="session")
+def jpegs(settings: Settings, pytestconfig: pytest.Config) -> Path:
+    return bench_models.jpeg_folder(settings, pytestconfig.rootpath)
+
+
+@pytest.fixture(scope="session")
+def validation_set(bench_run: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The run's held-out images and labels, the same for every runtime."""
+    return bench_models.validation(bench_run)
+
+
+@pytest.fixture(scope="session")
+def keras_classifier(bench_run: Path) -> Any:
+    from edge_ssl import contract
+    from edge_ssl.train.model import load_model
+
+    return load_model(bench_run / contract.CLASSIFIER_MODEL)
+
+
+@pytest.fixture
+def measure(benchmark: Any, results: Results) -> Callable[..., None]:
+    """Time `fn` in its steady state and record its median under `name`.
+
+    Args (of the returned function):
+        name: the key the §10 ratios look up.
+        fn: one call of the work being measured.
+        items: images or samples one call handles (for throughput).
+        warmup: calls made before timing, at least WARMUP_SECONDS' worth.
+        rounds: fixed timed rounds for calls that take seconds; None lets pytest-benchmark
+            calibrate (its --benchmark-min-rounds / --benchmark-max-time apply).
+    """
+    def run(name: str, fn: Callable[[], object], items: int, warmup: int = 10,
+            rounds: int | None = None) -> None:
+        benchmark.extra_info["items_per_call"] = items
+        if benchmark.disabled:
+            benchmark(fn)  # runs once: the smoke test
+            return
+        start, calls = time.perf_counter(), 0
+        while calls < warmup or (warmup and time.perf_counter() - start < WARMUP_SECONDS):
+            fn()
+            calls += 1
+        if rounds is None:
+            benchmark(fn)
+        else:
+            benchmark.pedantic(fn, rounds=rounds, iterations=1)
+        stats = benchmark.stats.stats
+        benchmark.extra_info["items_per_second"] = items / stats.median
+        results.add(name, stats.median, items, best=stats.min)
+
+    return run
+
+
+def environment(settings: Settings) -> dict[str, Any]:
+    """The machine and library versions the numbers belong to."""
+    from edge_ssl.runtime.cpu import cpu_info
+
+    versions = {}
+    for package in ("edge-ssl", "onnxruntime", "onnxruntime-gpu", "tensorflow", "keras",
+                    "tf2onnx", "ai-edge-litert", "openvino", "numpy", "pillow"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return {"mode": "full" if settings.full else "smoke", "threads": settings.threads,
+            "settings": dataclasses.asdict(settings), "cpu": dataclasses.asdict(cpu_info()),
+            "python": platform.python_version(), "versions": versions}
+
+
+def _has_vnni() -> bool:
+    from edge_ssl.runtime.cpu import cpu_info
+
+    return any("VNNI" in feature for feature in cpu_info().features)
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config,
+                                         machine_info: dict[str, Any]) -> None:
+    machine_info["edge_ssl"] = environment(config.stash[SETTINGS])
+
+
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list[Any],
+                                 output_json: dict[str, Any]) -> None:
+    results = config.stash[RESULTS]
+    output_json["edge_ssl"] = {
+        **environment(config.stash[SETTINGS]),
+        **bench_report.to_json(results, bench_report.targets(results, _has_vnni())),
+    }
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int,
+                            config: pytest.Config) -> None:
+    """Print the §10 ratios after pytest-benchmark's tables."""
+    results, setup = config.stash[RESULTS], config.stash[SETTINGS]
+    if not results.measurements:
+        return
+    env = environment(setup)
+    cpu = env["cpu"]
+    terminalreporter.section("edge-ssl design §10 targets")
+    terminalreporter.write_line(
+        f"{cpu['name']} ({cpu['machine']}, {cpu['logical_cores']} logical cores; "
+        f"{', '.join(cpu['features']) or 'no AVX2/AVX-512/VNNI'}), {setup.threads} threads, "
+        f"medians; " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()))
+    for line in bench_report.format_targets(bench_report.targets(results, _has_vnni())):
+        terminalreporter.write_line(line)
+    terminalreporter.write_line("")
+    for line in bench_report.format_measurements(results):
+        terminalreporter.write_line(line)
