@@ -41,7 +41,7 @@ class Throughput(keras.callbacks.Callback):
         self.rates: list[float] = []
         self._start = 0.0
         self._batches = 0
-        self._epochs_seen = 0
+        self._end = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._start, self._batches = time.perf_counter(), 0
@@ -51,7 +51,6 @@ class Throughput(keras.callbacks.Callback):
         self._end = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._epochs_seen += 1
         if self._batches and self._end > self._start:
             self.rates.append(self._batches * self.samples_per_batch / (self._end - self._start))
 
