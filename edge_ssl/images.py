@@ -2,23 +2,26 @@
 
 Training reads files through this module and the runtime classifies through it, so an image is
 turned into pixels the same way on the workstation and on the edge device: EXIF orientation
-applied, any Pillow mode flattened to RGB, and a bilinear resize to the model's square size.
+applied, any Pillow mode flattened to RGB, and an antialiased bilinear resize to the model's
+square size. The exported graph resizes by the same rule (ONNX Resize with antialias), so a
+client may also feed it frames of any size directly.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from edge_ssl.errors import ImageDecodeError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
+# Pillow's BILINEAR: a triangle filter widened by the downscale factor, i.e. antialiased.
 INTERPOLATION = "bilinear"
 _RESAMPLE = Image.Resampling.BILINEAR
+_JPEG_START = b"\xff\xd8\xff"
 # Transparent pixels are flattened onto white, the usual page background of icons and scans.
 _BACKGROUND = (255, 255, 255)
 
@@ -55,8 +58,21 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def resize(image: Image.Image, size: int) -> Image.Image:
+    """`image` as `size`×`size` by the shared rule; unchanged when it already is."""
+    return image if image.size == (size, size) else image.resize((size, size), _RESAMPLE)
+
+
+def resize_array(pixels: np.ndarray, size: int) -> np.ndarray:
+    """uint8 `[H, W, 3]` → `[size, size, 3]` by the rule `load_rgb` applies to files."""
+    return np.asarray(resize(Image.fromarray(pixels), size), dtype=np.uint8)
+
+
 def load_rgb(path: Path | str, size: int | None = None) -> np.ndarray:
     """Decode one image file to `uint8 [H, W, 3]` RGB, resized to `size`×`size` when given.
+
+    Safe to call from many threads at once: it changes no process-wide state (no warning
+    filters), and the decompression-bomb guard is an explicit pixel count.
 
     Raises:
         ImageDecodeError: with the reason, for a missing, unreadable, truncated, non-image or
@@ -64,20 +80,18 @@ def load_rgb(path: Path | str, size: int | None = None) -> np.ndarray:
     """
     path = Path(path)
     try:
-        with warnings.catch_warnings():
-            # Over Pillow's pixel limit is an error here, not a warning: a 20,000² "JPEG"
-            # must not take the whole batch's memory.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                if size is not None and image.format == "JPEG":
-                    # DCT-domain downscaling: decodes large JPEGs several times faster and
-                    # never below the requested size.
-                    image.draft("RGB", (size, size))
-                image = ImageOps.exif_transpose(image)
-                image = to_rgb(image)
-                if size is not None and image.size != (size, size):
-                    image = image.resize((size, size), _RESAMPLE)
-                return np.asarray(image, dtype=np.uint8)
+        with _open(path) as image:
+            drafted = False
+            if size is not None and image.format == "JPEG":
+                # DCT-domain downscaling: decodes large JPEGs several times faster, in a
+                # fraction of the memory, and never below the requested size.
+                drafted = image.draft("RGB", (size, size)) is not None
+            _check_pixels(path, image.size, drafted)
+            image = ImageOps.exif_transpose(image)
+            image = to_rgb(image)
+            if size is not None:
+                image = resize(image, size)
+            return np.asarray(image, dtype=np.uint8)
     except FileNotFoundError:
         if path.is_symlink():
             raise ImageDecodeError(f"{path}: broken symbolic link") from None
@@ -89,17 +103,46 @@ def load_rgb(path: Path | str, size: int | None = None) -> np.ndarray:
     except UnidentifiedImageError:
         reason = "empty file" if path.stat().st_size == 0 else "not an image Pillow can read"
         raise ImageDecodeError(f"{path}: {reason}") from None
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise ImageDecodeError(
-            f"{path}: larger than Pillow's decompression-bomb limit "
-            f"({Image.MAX_IMAGE_PIXELS:,} pixels)"
-        ) from None
+    except Image.DecompressionBombError:
+        # Pillow's own refusal at open, for a non-JPEG header over twice its limit.
+        raise ImageDecodeError(f"{path}: larger than the decompression-bomb limit "
+                               f"({_limit():,} pixels)") from None
+    except ImageDecodeError:
+        raise
     except Exception as exc:  # noqa: BLE001
         # Truncated or corrupt data surfaces as OSError ("image file is truncated"),
         # SyntaxError (broken PNG chunks), ValueError, EOFError or struct.error from Pillow's
         # format plugins: one bad file must never stop a folder of good ones.
         raise ImageDecodeError(f"{path}: corrupt or truncated image "
                                f"({type(exc).__name__}: {exc})") from None
+
+
+def _open(path: Path) -> Image.Image:
+    """Open lazily (header only). JPEGs bypass Image.open's bomb check, which counts the full
+    size before draft() can shrink it; `_check_pixels` counts what will really be decoded."""
+    with path.open("rb") as f:
+        start = f.read(len(_JPEG_START))
+    if start == _JPEG_START:
+        return JpegImagePlugin.JpegImageFile(path)
+    # Other formats have no draft, so Pillow's check at open is the right one: over twice
+    # MAX_IMAGE_PIXELS it raises; between once and twice it warns, and _check_pixels refuses.
+    return Image.open(path)
+
+
+def _limit() -> int:
+    # Pillow's documented setting, read at each call so that an application may change it.
+    return Image.MAX_IMAGE_PIXELS or 0
+
+
+def _check_pixels(path: Path, size: tuple[int, int], drafted: bool) -> None:
+    """Refuse an image whose decoded size (after draft) is over Pillow's pixel limit."""
+    limit = _limit()
+    width, height = size
+    if limit and width * height > limit:
+        what = "even after JPEG downscaling " if drafted else ""
+        raise ImageDecodeError(
+            f"{path}: {width}×{height} pixels {what}is larger than the decompression-bomb limit "
+            f"({limit:,} pixels); shrink the image, or raise PIL.Image.MAX_IMAGE_PIXELS")
 
 
 def load_batch(paths: Iterable[Path], size: int) -> tuple[np.ndarray, list[Path], list[str]]:

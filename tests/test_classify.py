@@ -166,7 +166,9 @@ def _bomb(path: Path) -> None:
 
 
 def _unreadable(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    solid(path, RED)
+    # PNG data: edge_ssl.images opens JPEGs through Pillow's JPEG plugin, everything else
+    # through Image.open, which the root fallback below intercepts.
+    Image.new("RGB", (24, 20), RED).save(path, format="PNG")
     path.chmod(0)
     if os.access(path, os.R_OK):  # root reads anything: make Pillow see what others would
         real_open = Image.open
