@@ -1,7 +1,9 @@
-"""The export stage: a run directory in, verified ONNX files in RUN/exports out (design §8).
+"""The export stage: a run directory in, verified ONNX files in RUN/exports out.
 
-Everything is built and verified in a hidden staging folder inside the run and renamed to
-`exports/` only when every check passed, so a failed export leaves no model on disk.
+Everything is built and verified in memory, written to a hidden staging folder inside the run
+and renamed to `exports/` in one step. When an FP32 file fails a check nothing is written; an
+INT8 or FP16 variant that misses its gate costs that variant only: it is left out, the report
+says why, and the verified FP32 files are published.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ import onnxruntime
 
 from edge_ssl import contract
 from edge_ssl.errors import ModelError, RunDirError
-from edge_ssl.export import convert, quantize, verify
+from edge_ssl.export import convert, int8, quantize, verify
 from edge_ssl.export.config import CONFIG_FILE, ExportConfig
 from edge_ssl.export.report import ExportedFile, ExportReport, versions
 from edge_ssl.export.rundir import RunSource, open_run
 from edge_ssl.export.verify import Check
+from edge_ssl.stats import Rate, stratified_sample
 from edge_ssl.train.model import load_model, preprocess_of
 
 
@@ -40,7 +43,7 @@ class _Job:
     keras_file: str
     task: str
     labels: list[str]
-    images: np.ndarray  # validation images; parity uses the first `verify_images`
+    images: np.ndarray  # validation images, from which every check draws its sample
     targets: np.ndarray  # int64 [N] true class of each validation image
     calibration: np.ndarray
 
@@ -48,11 +51,15 @@ class _Job:
 def export_run(config: ExportConfig, log: Callable[[str], None] = lambda _: None) -> ExportReport:
     """Export, verify and publish both models of `config.run_dir`.
 
+    Returns:
+        The report; `report.rejected` lists the variants that missed their gate and were not
+        written (the CLI exits non-zero for them).
+
     Raises:
         RunDirError: the run is incomplete, or exports exist and `overwrite` is off.
         ModelError: a .keras file is not one edge-ssl wrote or does not match the run.
         ExportError: tf2onnx or a quantizer failed.
-        ExportVerificationError: any check failed; nothing was written.
+        ExportVerificationError: an FP32 file failed a check; nothing was written.
     """
     source = open_run(config.run_dir)
     exports = source.path / contract.EXPORTS_DIR
@@ -63,7 +70,8 @@ def export_run(config: ExportConfig, log: Callable[[str], None] = lambda _: None
     files: list[tuple[ExportedFile, bytes]] = []
     for job in jobs:
         files += _export_model(models[job.name], job, source, config, exported_at, log)
-    verify.raise_failures((f.file, check) for f, _ in files for check in f.checks)
+    verify.raise_failures((f.file, check) for f, _ in files if f.precision == "fp32"
+                          for check in f.checks)
     report = ExportReport(exports, source.name, exported_at, config, [f for f, _ in files],
                           versions())
     # The staging folder is the atomic unit: it becomes exports/ in one rename, complete.
@@ -71,7 +79,8 @@ def export_run(config: ExportConfig, log: Callable[[str], None] = lambda _: None
     staging.mkdir()
     try:
         for exported, data in files:
-            (staging / exported.file).write_bytes(data)
+            if exported.passed:
+                (staging / exported.file).write_bytes(data)
         for name, content in ((CONFIG_FILE, config.to_json()),
                               (contract.EXPORT_REPORT, report.to_json())):
             (staging / name).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
@@ -142,67 +151,107 @@ def _load(source: RunSource, job: _Job) -> keras.Model:
 
 def _export_model(model: keras.Model, job: _Job, source: RunSource, config: ExportConfig,
                   exported_at: str, log: Callable[[str], None]) -> list[tuple[ExportedFile, bytes]]:
-    """The FP32 file and, when asked and FP32 passed, its INT8/FP16 variants."""
+    """The FP32 file and, when asked and FP32 passed, its INT8/FP16 variants.
+
+    Every sample is seeded and class-stratified (one seed, so the smaller samples are part of the
+    larger ones): the parity check's, the raw-frame check's and the variants' gate sample.
+    """
     def meta(precision: str) -> dict[str, Any]:
         return convert.metadata(job.task, job.labels, preprocess_of(model), source.name,
                                 exported_at, precision)
+
+    def sample(n: int) -> np.ndarray:
+        return stratified_sample(job.targets, n, config.seed)
 
     log(f"converting {job.name} (opset {config.opset})")
     proto = convert.to_onnx(model, config.opset)
     convert.set_metadata(proto, meta("fp32"))
     data = proto.SerializeToString()
-    checks = [verify.check_onnx(proto), verify.check_contract(proto, len(job.labels))]
+    checks = _structure(proto, job)
     if not all(check.passed for check in checks):
         return [(_file(f"{job.name}.onnx", job, "fp32", data, None, checks), data)]
     log(f"verifying {job.name}.onnx against Keras")
     sess = verify.session(data)
-    checks += _parity(model, sess, job, config)
-    fp32 = verify.predict(sess, job.images)
+    checks += _parity(model, sess, job.images[sample(config.verify_images)], config)
+    checks += _frames(proto, job, sample(config.frame_images), source.image_size, config)
+    gate = sample(config.gate_images)
+    gate_images, gate_targets = job.images[gate], job.targets[gate]
+    fp32 = verify.predict(sess, gate_images)
     exported = _file(f"{job.name}.onnx", job, "fp32", data,
-                     verify.accuracy(fp32, job.targets), checks)
-    if not exported.passed:
-        return [(exported, data)]  # the variants' reference is wrong: do not build on them
-    calibration = job.calibration[:config.calibration_images]
-    variants = [("int8", lambda: quantize.to_int8(proto, calibration))] if config.int8 else []
-    variants += [("fp16", lambda: quantize.to_fp16(proto))] if config.fp16 else []
+                     verify.accuracy(fp32, gate_targets), checks)
     files = [(exported, data)]
-    for precision, build in variants:
-        log(f"building and checking {job.name}.{precision}.onnx")
-        variant = build()
-        convert.set_metadata(variant, meta(precision))
-        files.append(_check_variant(variant, precision, fp32, job, config.max_int8_drop,
-                                    len(calibration) if precision == "int8" else None))
+    if not exported.passed:
+        return files  # the variants' reference is wrong: do not build on them
+    if config.int8:
+        log(f"quantizing {job.name}.int8.onnx")
+        calibration = job.calibration[:config.calibration_images]
+        outcome = int8.run(proto, calibration, gate_images, fp32, config.min_int8_agreement,
+                           config.max_fp32_nodes, log)
+        convert.set_metadata(outcome.proto, meta("int8"))
+        check = verify.check_int8(fp32, outcome.probabilities, gate_targets,
+                                  config.min_int8_agreement, outcome.fp32_nodes)
+        check.values["fallback"] = {
+            "candidates": outcome.candidates,
+            "tried": [{"fp32_nodes": count, "top1_agreement": agreement}
+                      for count, agreement in outcome.tried]}
+        files.append(_variant(outcome.proto, "int8", outcome.probabilities, check, job,
+                              gate_targets, source.image_size, config, log,
+                              calibration_images=len(calibration),
+                              fp32_nodes=outcome.fp32_nodes))
+    if config.fp16:
+        log(f"converting {job.name}.fp16.onnx")
+        fp16 = quantize.to_fp16(proto)
+        convert.set_metadata(fp16, meta("fp16"))
+        probabilities = verify.predict(verify.session(fp16.SerializeToString()), gate_images)
+        check = verify.check_fp16(fp32, probabilities, gate_targets, config.fp16_tolerance)
+        files.append(_variant(fp16, "fp16", probabilities, check, job, gate_targets,
+                              source.image_size, config, log))
     return files
 
 
-def _check_variant(variant: onnx.ModelProto, precision: str, fp32: np.ndarray, job: _Job,
-                   max_drop: float, calibration_images: int | None
-                   ) -> tuple[ExportedFile, bytes]:
-    data = variant.SerializeToString()
-    checks = [verify.check_onnx(variant), verify.check_contract(variant, len(job.labels))]
-    accuracy = None
+def _variant(proto: onnx.ModelProto, precision: str, probabilities: np.ndarray, gate: Check,
+             job: _Job, gate_targets: np.ndarray, size: int, config: ExportConfig,
+             log: Callable[[str], None], calibration_images: int | None = None,
+             fp32_nodes: tuple[str, ...] | None = None) -> tuple[ExportedFile, bytes]:
+    """A reduced-precision file with its evidence: structure, raw frames, and its gate."""
+    name = f"{job.name}.{precision}.onnx"
+    log(f"checking {name}")
+    data = proto.SerializeToString()
+    checks = _structure(proto, job)
     if all(check.passed for check in checks):
-        probabilities = verify.predict(verify.session(data), job.images)
-        checks.append(verify.check_variant(precision, fp32, probabilities, job.targets, max_drop))
-        accuracy = verify.accuracy(probabilities, job.targets)
-    return _file(f"{job.name}.{precision}.onnx", job, precision, data, accuracy, checks,
-                 calibration_images), data
+        checks += _frames(proto, job,
+                          stratified_sample(job.targets, config.frame_images, config.seed),
+                          size, config)
+    checks.append(gate)
+    exported = _file(name, job, precision, data, verify.accuracy(probabilities, gate_targets),
+                     checks, calibration_images, fp32_nodes)
+    return exported, data
 
 
-def _parity(model: keras.Model, sess: onnxruntime.InferenceSession, job: _Job,
+def _structure(proto: onnx.ModelProto, job: _Job) -> list[Check]:
+    return [verify.check_onnx(proto), verify.check_contract(proto, len(job.labels))]
+
+
+def _frames(proto: onnx.ModelProto, job: _Job, sample: np.ndarray, size: int,
+            config: ExportConfig) -> list[Check]:
+    return verify.check_frames(proto, job.images[sample], size, config.frame_scale,
+                               config.min_frame_agreement, config.seed)
+
+
+def _parity(model: keras.Model, sess: onnxruntime.InferenceSession, native: np.ndarray,
             config: ExportConfig) -> list[Check]:
     """Native size at full and single-image batch, then each odd size."""
     def keras_probabilities(images: np.ndarray) -> np.ndarray:
         return np.asarray(model(images, training=False))
 
-    native = job.images[:config.verify_images]
     batches = [native, native[:1]] + [verify.resized(native, height, width)
                                       for height, width in config.verify_sizes]
     return [verify.check_parity(keras_probabilities, sess, images, config.tolerance)
             for images in batches]
 
 
-def _file(name: str, job: _Job, precision: str, data: bytes, accuracy: float | None,
-          checks: list[Check], calibration_images: int | None = None) -> ExportedFile:
+def _file(name: str, job: _Job, precision: str, data: bytes, accuracy: Rate | None,
+          checks: list[Check], calibration_images: int | None = None,
+          fp32_nodes: tuple[str, ...] | None = None) -> ExportedFile:
     return ExportedFile(name, job.name, precision, len(data), hashlib.sha256(data).hexdigest(),
-                        accuracy, checks, calibration_images)
+                        accuracy, checks, calibration_images, fp32_nodes)

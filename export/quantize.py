@@ -1,15 +1,15 @@
 """Reduced-precision variants of an exported FP32 file, through onnxruntime's public tools.
 
 INT8 is static QDQ with uint8 activations and per-channel int8 weights: onnxruntime then runs all
-52 convolutions of MobileNetV2 as QLinearConv, 2.1–2.45× FP32 at batch 32 on the VNNI CPU of
-design §10 (benchmarks/README.md says why not 2.5×), while the int8-activation default left a
-third of them in FP32 between Transposes and was slower than FP32.
+52 convolutions of MobileNetV2 as QLinearConv, 2.1–2.45× FP32 at batch 32 on a 2-core VNNI CPU
+(benchmarks/README.md says why not 2.5×), while the int8-activation default left a third of them
+in FP32 between Transposes and was slower than FP32.
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,11 @@ CALIBRATION_BATCH = 16
 FP16_BLOCKED_OPS = [*DEFAULT_OP_BLOCK_LIST, "Resize", "Cast"]
 
 
+# Nodes the INT8 fallback may keep in FP32: those with weights, and the residual additions.
+FALLBACK_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Add"})
+RANKING_IMAGES = 32  # training images that calibrate and score each node's sensitivity
+
+
 class _Batches(CalibrationDataReader):
     """Feeds uint8 `[N, S, S, 3]` calibration images to the graph input in small batches."""
 
@@ -44,35 +49,80 @@ class _Batches(CalibrationDataReader):
         return None if batch is None else {contract.INPUT_NAME: batch}
 
 
-def to_int8(fp32: onnx.ModelProto, calibration: np.ndarray) -> onnx.ModelProto:
-    """Static QDQ INT8: uint8 activations, int8 per-channel weights, MinMax calibration.
+class Int8Quantizer:
+    """Static QDQ INT8 of one FP32 model, as often as the fallback needs, prepared once.
 
-    quant_pre_process first folds BatchNorm and infers shapes (it needs sympy; without it the
-    folding is skipped and INT8 runs 3× slower). The final Softmax stays float: quantized, the
-    probabilities would come in steps of 1/255, not sum to 1, and tie where FP32 does not.
+    uint8 activations, int8 per-channel weights, MinMax calibration. quant_pre_process first
+    folds BatchNorm and infers shapes (it needs sympy; without it the folding is skipped and INT8
+    runs 3× slower). The final Softmax stays float: quantized, the probabilities would come in
+    steps of 1/255, not sum to 1, and tie where FP32 does not. Use as a context manager: it
+    works in a temporary folder.
 
     Raises:
         ExportError: onnxruntime's tools failed.
     """
-    with tempfile.TemporaryDirectory(prefix="edge-ssl-int8-") as tmp:
-        source, prepared, output = (Path(tmp) / name for name in
-                                    ("fp32.onnx", "prepared.onnx", "int8.onnx"))
+
+    def __init__(self, fp32: onnx.ModelProto, calibration: np.ndarray) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="edge-ssl-int8-")
+        self._calibration = calibration
+        folder = Path(self._tmp.name)
+        source, self._prepared = folder / "fp32.onnx", folder / "prepared.onnx"
         onnx.save(fp32, source)
         try:
-            quant_pre_process(str(source), str(prepared))
-            softmax = [n.name for n in onnx.load(prepared).graph.node if n.op_type == "Softmax"]
+            quant_pre_process(str(source), str(self._prepared))
+        except Exception as exc:  # onnxruntime's tools raise many unrelated types
+            self.close()
+            raise ExportError(f"INT8 preparation failed: {type(exc).__name__}: {exc}") from exc
+        nodes = onnx.load(self._prepared).graph.node
+        self._softmax = [n.name for n in nodes if n.op_type == "Softmax"]
+        self.candidates = [n.name for n in nodes if n.op_type in FALLBACK_OPS and n.name]
+
+    def __enter__(self) -> Int8Quantizer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+    def quantize(self, keep_fp32: Sequence[str] = (),
+                 only: Sequence[str] | None = None,
+                 calibration: np.ndarray | None = None) -> onnx.ModelProto:
+        """The INT8 model with `keep_fp32` nodes left in FP32 (or with only the nodes `only`
+        quantized), calibrated on `calibration` (default: the images given at construction)."""
+        output = Path(self._tmp.name) / "int8.onnx"
+        images = self._calibration if calibration is None else calibration
+        try:
             quantize_static(
-                str(prepared), str(output), _Batches(calibration),
+                str(self._prepared), str(output), _Batches(images),
                 quant_format=QuantFormat.QDQ,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 per_channel=True,
                 calibrate_method=CalibrationMethod.MinMax,
-                nodes_to_exclude=softmax,
+                nodes_to_quantize=list(only) if only is not None else None,
+                nodes_to_exclude=[*self._softmax, *keep_fp32],
             )
         except Exception as exc:  # onnxruntime's tools raise many unrelated types
             raise ExportError(f"INT8 quantization failed: {type(exc).__name__}: {exc}") from exc
         return _sorted_cast_first(onnx.load(output))
+
+    def rank(self, predict: Callable[[onnx.ModelProto, np.ndarray], np.ndarray]) -> list[str]:
+        """`candidates`, the most sensitive first: each quantized alone, scored by how far its
+        probabilities move from FP32 (mean L1) on a few calibration images.
+
+        One node at a time, as accuracy-aware quantization (e.g. OpenVINO NNCF's) ranks layers:
+        the error of a node in isolation, not its share of the full model's error, because in a
+        fully quantized network the early layers' errors drown any single later one.
+        """
+        images = self._calibration[:RANKING_IMAGES]
+        reference = predict(onnx.load(self._prepared), images)
+        scores = {}
+        for name in self.candidates:
+            moved = predict(self.quantize(only=[name], calibration=images), images)
+            scores[name] = float(np.mean(np.abs(moved - reference).sum(axis=1)))
+        return sorted(self.candidates, key=lambda name: -scores[name])
 
 
 def to_fp16(fp32: onnx.ModelProto) -> onnx.ModelProto:

@@ -37,6 +37,20 @@ def test_preprocess_casts_resizes_and_rescales() -> None:
     assert Preprocess.from_config(layer.get_config()).get_config() == layer.get_config()
 
 
+def test_preprocess_resizes_like_the_runtime() -> None:
+    # The runtime's rule (Pillow's antialiased BILINEAR, rounded to 8 bits) within rounding.
+    from edge_ssl.images import resize_array
+
+    layer = Preprocess(16, scale=1.0, offset=0.0)
+    rng = np.random.default_rng(0)
+    for shape in [(128, 96, 3), (16, 16, 3), (9, 40, 3)]:
+        frame = rng.integers(0, 256, shape, dtype=np.uint8)
+        out = np.asarray(layer(frame[None]))[0]
+        assert np.max(np.abs(out - resize_array(frame, 16))) <= 1.0, shape
+    native = rng.integers(0, 256, (1, 16, 16, 3), dtype=np.uint8)  # the size training feeds
+    np.testing.assert_array_equal(np.asarray(layer(native)), native.astype(np.float32))
+
+
 def test_model_takes_uint8_of_any_size_and_sets_bn_momentum() -> None:
     model = build_model(SPEC, 4, "pretext")
     assert model.input.dtype == "uint8"

@@ -1,4 +1,4 @@
-"""The Keras models: uint8 images in, probabilities out, preprocessing inside (design §4).
+"""The Keras models: uint8 images in, probabilities out, preprocessing inside.
 
 Cast, resize and rescale are a layer of the model so the exported ONNX graph contains them;
 random augmentation is not (it lives in tf.data and must never run at inference).
@@ -27,8 +27,11 @@ HEAD_NAME = "head"
 class Preprocess(keras.layers.Layer):
     """uint8 `[N, H, W, 3]` of any size → float32 `[N, S, S, 3]`: cast, bilinear resize, rescale.
 
-    A named layer rather than a Lambda so that models load with Keras' safe mode on. It always
-    computes in float32, also under a mixed-precision policy.
+    The resize is antialiased (a triangle filter widened by the downscale factor), the rule
+    Pillow's BILINEAR applies when training and the runtime decode files, so that a client feeding
+    camera frames of any size to the exported graph gets the answers the runtime gives. A named
+    layer rather than a Lambda so that models load with Keras' safe mode on. It always computes in
+    float32, also under a mixed-precision policy.
     """
 
     def __init__(self, image_size: int, scale: float, offset: float, **kwargs: Any) -> None:
@@ -40,9 +43,10 @@ class Preprocess(keras.layers.Layer):
 
     def call(self, images: Any) -> Any:
         x = keras.ops.cast(images, "float32")
-        # The same non-antialiased bilinear resize as keras.layers.Resizing; a no-op at S×S.
+        # Exact identity at S×S, the size training feeds; tf2onnx exports it through
+        # edge_ssl.export.convert as ONNX Resize with antialias.
         x = keras.ops.image.resize(x, (self.image_size, self.image_size),
-                                   interpolation="bilinear")
+                                   interpolation="bilinear", antialias=True)
         return x * self.scale + self.offset
 
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
@@ -69,7 +73,8 @@ class ModelSpec:
 
 
 def build_backbone(spec: ModelSpec) -> keras.Model:
-    """MobileNetV2 without its top, BatchNorm momentum set on every layer (design §4's trap)."""
+    """MobileNetV2 without its top, `spec.bn_momentum` on every BatchNorm layer (Keras' 0.999
+    never catches up in a short pretext from random initialisation)."""
     try:
         backbone = keras.applications.MobileNetV2(
             input_shape=(spec.image_size, spec.image_size, 3),
@@ -108,7 +113,7 @@ def _head(num_classes: int) -> keras.layers.Dense:
 
 
 def replace_head(pretext: keras.Model, num_classes: int, freeze_backbone: bool) -> keras.Model:
-    """The pretext network with its Dense(4) swapped for a fresh Dense(C) (design §6).
+    """The pretext network with its Dense(4) swapped for a fresh Dense(C).
 
     The backbone and Dense(128) layers are shared with `pretext`, so they start from the learned
     weights. Frozen, the backbone is called with training=False so its BatchNorm stays in

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from edge_ssl.console import console, user_errors
+from edge_ssl.console import console, err_console, user_errors
 from edge_ssl.train.config import TrainConfig
 
 DEMO_IMAGES = "demo-images"
@@ -48,6 +49,9 @@ def demo(
     console.rule(f"2/3 export: verified ONNX, FP32{' and INT8' if int8 else ''}")
     exported = export_run(ExportConfig(run_dir=run, int8=int8))
     console.print(report_table(exported))
+    for problem in (exported.frames_warning(), exported.rejection()):
+        if problem is not None:  # the demo goes on with the files that were written
+            err_console.print(f"[yellow]warning:[/] {escape(problem)}", soft_wrap=True)
     console.rule("3/3 classify: onnxruntime only, on fresh demo images")
     images = run / DEMO_IMAGES
     demo_data.write(images, n_per_class=8, seed=config.seed + 7919, image_size=image_size)

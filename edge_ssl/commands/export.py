@@ -1,4 +1,4 @@
-"""`edge-ssl export`: a run's two Keras models → verified ONNX files in RUN/exports (design §8)."""
+"""`edge-ssl export`: a run's two Keras models → verified ONNX files in RUN/exports."""
 
 from __future__ import annotations
 
@@ -9,9 +9,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from edge_ssl.console import console, user_errors
+from edge_ssl.console import console, err_console, fail, user_errors
 from edge_ssl.contract import EXPORT_REPORT
 from edge_ssl.export.config import ExportConfig
+
+# Exit status: 0 every file written; 1 nothing written (an error, or an FP32 file failed a
+# check); 2 a usage error; 3 the FP32 files were written but an INT8/FP16 variant missed its
+# gate and was left out.
+VARIANT_REJECTED = 3
 
 if TYPE_CHECKING:
     from edge_ssl.export.report import ExportReport
@@ -22,7 +27,9 @@ if TYPE_CHECKING:
 def export(
     run: Annotated[Path, typer.Argument(
         help="Run directory written by `edge-ssl train`.")] = Path("runs/latest"),
-    opset: Annotated[int, typer.Option(help="ONNX opset (13–18).")] = 17,
+    opset: Annotated[int, typer.Option(
+        help="ONNX opset; 18, the first with the antialiased Resize the preprocessing needs.")]
+        = 18,
     int8: Annotated[bool, typer.Option(
         "--int8", help="Also write static-QDQ INT8 variants (*.int8.onnx).")] = False,
     fp16: Annotated[bool, typer.Option(
@@ -30,59 +37,89 @@ def export(
         = False,
     calibration_images: Annotated[int, typer.Option(
         help="Most stored training images used to calibrate INT8.")] = 100,
-    max_int8_drop: Annotated[float, typer.Option(
-        help="Accuracy points an INT8 or FP16 variant may lose against FP32.")] = 1.0,
+    min_int8_agreement: Annotated[float, typer.Option(
+        help="INT8 gate: % of held-out images whose top-1 must equal FP32's.")] = 99.0,
+    max_fp32_nodes: Annotated[int, typer.Option(
+        help="Most nodes INT8 may keep in FP32 to meet its gate (0: no fallback).")] = 16,
+    fp16_tolerance: Annotated[float, typer.Option(
+        help="FP16 gate: largest |Δprobability| allowed against FP32.")] = 0.05,
+    seed: Annotated[int, typer.Option(help="Seed of the checks' image samples.")] = 0,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an existing RUN/exports folder.")] = False,
     verbose: Annotated[bool, typer.Option(
         "--verbose", help="Show TensorFlow's and tf2onnx's own log lines.")] = False,
 ) -> None:
     """Convert the pretext and classifier models to ONNX with the preprocessing inside, and
-    prove each file matches Keras before writing it."""
+    prove each file matches Keras before writing it.
+
+    An INT8 or FP16 variant that misses its gate is not written; the FP32 files are.
+    Exit status: 0 all written, 1 nothing written, 2 usage error, 3 a variant left out.
+    """
     from edge_ssl.quiet import import_tensorflow
 
     config = ExportConfig(run_dir=run, opset=opset, int8=int8, fp16=fp16,
-                          calibration_images=calibration_images, max_int8_drop=max_int8_drop,
-                          overwrite=overwrite)
+                          calibration_images=calibration_images,
+                          min_int8_agreement=min_int8_agreement, max_fp32_nodes=max_fp32_nodes,
+                          fp16_tolerance=fp16_tolerance, seed=seed, overwrite=overwrite)
     import_tensorflow(verbose)
     from edge_ssl.export.pipeline import export_run
 
     with console.status("exporting…") as status:
         report = export_run(config, log=lambda message: status.update(f"{message}…"))
     console.print(report_table(report))
-    console.print(f"Wrote {len(report.files)} ONNX files with {EXPORT_REPORT} to "
+    console.print(f"Wrote {len(report.written)} ONNX files with {EXPORT_REPORT} to "
                   f"{report.exports_dir}")
+    warning = report.frames_warning()
+    if warning is not None:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+    rejection = report.rejection()
+    if rejection is not None:
+        raise fail(rejection, VARIANT_REJECTED)
 
 
 def report_table(report: ExportReport) -> Table:
-    """One row per file: size, held-out accuracy, checks passed and the deciding numbers.
+    """One row per file: size, accuracy on the gate sample, checks passed, the deciding numbers.
 
     Every check with all its numbers is in export_report.json.
     """
     table = Table(title=f"edge-ssl export — {report.run}")
     table.add_column("file", overflow="fold")
     table.add_column("size", justify="right")
-    table.add_column("accuracy", justify="right")
+    table.add_column("accuracy (95% CI)", justify="right")
     table.add_column("checks", justify="right")
     table.add_column("evidence", overflow="fold")
     for exported in report.files:
         passed = sum(check.passed for check in exported.checks)
-        accuracy = "–" if exported.accuracy is None else f"{exported.accuracy:.2f}%"
-        table.add_row(exported.file, f"{exported.size_bytes / 1e6:.2f} MB", accuracy,
+        accuracy = "–" if exported.accuracy is None else (
+            f"{exported.accuracy.percent:.1f}% ({exported.accuracy.ci95[0]:.1f}–"
+            f"{exported.accuracy.ci95[1]:.1f})")
+        name = exported.file if exported.passed else f"{exported.file} (not written)"
+        name += " (!)" if exported.advisories else ""
+        table.add_row(escape(name), f"{exported.size_bytes / 1e6:.2f} MB", accuracy,
                       f"{passed}/{len(exported.checks)}", escape(_evidence(exported.checks)))
     return table
 
 
 def _evidence(checks: list[Check]) -> str:
-    parity = [c.values for c in checks if "max_abs_diff" in c.values]
-    gate = [c.values for c in checks if "drop_points" in c.values]
+    """The deciding numbers, one short line per kind of check."""
+    lines = []
+    parity = [c.values for c in checks if c.name.startswith("parity")]
     if parity:
         worst = max(values["max_abs_diff"] for values in parity)
         top1 = sum(values["top1_mismatches"] for values in parity)
-        return (f"vs Keras at {len(parity)} sizes/batches: max |Δp| {worst:.1e} "
-                f"(≤ {parity[0]['tolerance']:.0e}), {top1} top-1 changes")
-    if gate:
-        values = gate[0]
-        return (f"vs FP32: {-values['drop_points']:+.2f} points (may lose "
-                f"{values['max_drop_points']:g}), top-1 agrees on {values['top1_agreement']:.1f}%")
-    return "; ".join(c.detail for c in checks)
+        lines.append(f"vs Keras: max |Δp| {worst:.0e}, {top1} top-1 changes")
+    for check in checks:
+        values = check.values
+        if check.name == "int8 agreement":
+            kept = len(values["fp32_nodes"])
+            lines.append(f"agrees with FP32 {values['top1_agreement']['percent']:.1f}%"
+                         + (f", {kept} nodes FP32" if kept else ""))
+        elif check.name == "fp16 |Δp|":
+            lines.append(f"vs FP32: max |Δp| {values['max_abs_diff_vs_fp32']:.0e}")
+        elif check.name == "resize rule" and check.passed:
+            lines.append(f"resize as runtime: ≤ {values['max_abs_pixel_diff']:.1f} grey")
+        elif check.name.startswith("raw frames"):
+            lines.append(f"raw frames: top-1 as runtime {values['top1_agreement']['percent']:.1f}%")
+        elif not check.passed and not check.name.startswith("parity"):
+            lines.append(f"{check.name}: {check.detail}")
+    return "\n".join(lines)

@@ -1,0 +1,78 @@
+"""Small statistics every stage reports with: a proportion's 95 % interval, a stratified sample.
+
+numpy only, so that the runtime (`edge-ssl evaluate`) and export share one definition.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
+
+
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion, as fractions in [0, 1].
+
+    Wilson rather than the normal approximation: it stays inside [0, 1] and is honest at 0 %,
+    100 % and small n, which is where accuracies of small held-out sets live.
+    """
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    # The bound at 0 % or 100 % is exact; the formula would leave a rounding error there.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high
+
+
+@dataclass(frozen=True)
+class Rate:
+    """`hits` of `n`, e.g. correct predictions: how edge-ssl reports every accuracy or agreement."""
+
+    hits: int
+    n: int
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.hits / self.n if self.n else 0.0
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        """The 95 % Wilson interval, in percent."""
+        low, high = wilson_interval(self.hits, self.n)
+        return 100.0 * low, 100.0 * high
+
+    @classmethod
+    def of(cls, mask: np.ndarray) -> Rate:
+        """The share of True in a boolean array."""
+        return cls(int(np.count_nonzero(mask)), int(np.size(mask)))
+
+    def __str__(self) -> str:
+        low, high = self.ci95
+        return f"{self.percent:.1f}% (95% CI {low:.1f}–{high:.1f}, n={self.n:,})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"percent": self.percent, "hits": self.hits, "n": self.n, "ci95": list(self.ci95)}
+
+
+def stratified_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Indices (sorted) of `min(n, len(labels))` items, each class in proportion to its size.
+
+    Within each class the order is a seeded permutation; item i of a class of size m gets the key
+    (i + u) / m with one random offset u per class, and the n smallest keys are taken, so every
+    class is represented in proportion (to within one item) whatever the file order.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    keys = np.empty(len(labels))
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        keys[members] = (np.arange(len(members)) + rng.random()) / len(members)
+    return np.sort(np.argsort(keys, kind="stable")[:n])
