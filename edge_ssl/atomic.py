@@ -11,22 +11,28 @@ from pathlib import Path
 from typing import Any
 
 
-@contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `target` (same suffix) and rename it over `target` on success.
+def temporary_beside(target: Path) -> Path:
+    """A new, empty, hidden file in `target`'s folder with `target`'s suffix, to rename over it.
 
-    The suffix is kept because some writers (Keras, matplotlib) pick the format from it.
+    Same folder, so the rename is atomic; the suffix is kept because some writers (Keras,
+    matplotlib) pick the format from it.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix,
                                     dir=target.parent)
     os.close(fd)
-    tmp = Path(tmp_name)
     # mkstemp creates 0600; artifacts get the permissions any new file would (umask applies).
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    os.chmod(tmp_name, 0o666 & ~umask)
+    return Path(tmp_name)
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `target` and rename it over `target` on success."""
+    tmp = temporary_beside(target)
     try:
         yield tmp
         os.replace(tmp, target)

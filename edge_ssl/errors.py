@@ -41,3 +41,7 @@ class ImageDecodeError(EdgeSslError):
 
 class DeviceError(EdgeSslError):
     """The requested execution provider (CUDA, TensorRT) is missing or does not start."""
+
+
+class InferenceError(EdgeSslError):
+    """onnxruntime failed while running a model that had loaded."""

@@ -1,4 +1,4 @@
-"""Latency of exported models under onnxruntime, side by side (design §9, §10).
+"""Latency of exported models under onnxruntime, side by side.
 
 Every model sees the same random uint8 images at its native size (same seed), so FP32 and INT8
 variants of one model are compared on identical inputs. Warm-up runs come first: the first

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,23 +15,29 @@ from rich.table import Table
 from edge_ssl import contract
 from edge_ssl.runtime.bench import BenchReport
 from edge_ssl.runtime.classify import ClassifyResult, ProgressCallback
+from edge_ssl.runtime.output import Failure, Prediction, Row
 
 PROGRESS_FROM = 256  # files; smaller jobs are done before a bar is worth drawing
 
 
 @contextmanager
-def progress_bar(console: Console) -> Iterator[ProgressCallback]:
-    """A `classify` progress callback: a bar on `console` for long jobs on a terminal."""
+def progress_bar(console: Console, show: bool | None = None,
+                 what: str = "classifying") -> Iterator[ProgressCallback]:
+    """A progress callback that draws a bar on `console` when it is a terminal.
+
+    `show`: True for every job, None for jobs of PROGRESS_FROM files or more, False never.
+    Piped or redirected output never gets a bar.
+    """
     bar: Progress | None = None
 
     def update(done: int, total: int) -> None:
         nonlocal bar
-        if total < PROGRESS_FROM or not console.is_terminal:
+        if show is False or not console.is_terminal or (show is None and total < PROGRESS_FROM):
             return
         if bar is None:
-            bar = Progress("classifying", BarColumn(), MofNCompleteColumn(),
-                           TimeRemainingColumn(), console=console, transient=True)
-            bar.add_task("classify", total=total)
+            bar = Progress(what, BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                           console=console, transient=True)
+            bar.add_task(what, total=total)
             bar.start()
         bar.update(bar.task_ids[0], completed=done)
 
@@ -43,62 +48,86 @@ def progress_bar(console: Console) -> Iterator[ProgressCallback]:
             bar.stop()
 
 
-def print_failures(result: ClassifyResult, console: Console) -> None:
-    """One line per file that was skipped, with its reason."""
-    for failure in result.failures:
-        console.print(f"[yellow]skipped[/] {escape(failure.message)}", soft_wrap=True)
-
-
-def print_predictions(result: ClassifyResult, console: Console) -> None:
-    """Every prediction as an aligned plain-text row.
+class RowPrinter:
+    """Prints each batch's rows as they come: predictions as aligned plain text on `out` (when
+    `predictions`), unreadable files as "skipped" lines on `err`.
 
     Plain text rather than a rich Table: laying out a Table costs ~0.3 ms a row, which would add
-    over half a second to a 2,000-image folder that takes about a second to classify.
+    over half a second to a 2,000-image folder that takes about a second to classify. Column
+    widths come from every path and label, known before the first row.
     """
-    rows = [(str(p.path), _label(result, p.label), f"{p.confidence:.3f}",
-             ", ".join(f"{_label(result, label)} {conf:.3f}" for label, conf in p.top_k[1:]))
-            for p in result.predictions]
-    header = ("path", _heading(result), "confidence", "next best")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
 
-    def line(row: tuple[str, str, str, str]) -> str:
-        text = f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}"
-        return f"{text}  {row[3]}" if row[3] else text
+    def __init__(self, out: Console, err: Console, predictions: bool) -> None:
+        self._out, self._err, self._predictions = out, err, predictions
+        self._widths = (0, 0, len("confidence"))
+        self._rotation = False
+        self._header = False
+        self.seen = 0  # rows received so far
 
-    top_k = any(r[3] for r in rows)
-    console.print(line(header if top_k else (*header[:3], "")), style="bold",
-                  markup=False, highlight=False, soft_wrap=True)
-    console.out("\n".join(line(r) for r in rows) + "\n", highlight=False)
+    def start(self, result: ClassifyResult, paths: Sequence[Path]) -> None:
+        self._rotation = result.info.task == contract.TASK_ROTATION
+        labels = [self._label(label) for label in result.info.labels]
+        self._widths = (max(len(str(p)) for p in [Path("path"), *paths]),
+                        max(len(label) for label in [_heading(result), *labels]),
+                        len("confidence"))
+
+    def rows(self, rows: Sequence[Row]) -> None:
+        self.seen += len(rows)
+        for row in rows:
+            if isinstance(row, Failure):
+                self._err.print(f"[yellow]skipped[/] {escape(row.message)}", soft_wrap=True)
+        if not self._predictions:
+            return
+        lines = [self._line(str(r.path), self._label(r.label), f"{r.confidence:.3f}",
+                            ", ".join(f"{self._label(label)} {conf:.3f}"
+                                      for label, conf in r.top_k[1:]))
+                 for r in rows if isinstance(r, Prediction)]
+        if lines and not self._header:
+            self._header = True
+            heading = "rotation" if self._rotation else "label"
+            top_k = any(isinstance(r, Prediction) and len(r.top_k) > 1 for r in rows)
+            self._out.print(self._line("path", heading, "confidence",
+                                       "next best" if top_k else ""),
+                            style="bold", markup=False, highlight=False, soft_wrap=True)
+        if lines:
+            self._out.out("\n".join(lines), highlight=False)
+
+    def _line(self, path: str, label: str, confidence: str, rest: str) -> str:
+        w = self._widths
+        text = f"{path:<{w[0]}}  {label:<{w[1]}}  {confidence:>{w[2]}}"
+        return f"{text}  {rest}" if rest else text
+
+    def _label(self, label: str) -> str:
+        # Rotation labels are degrees counter-clockwise (contract.ROTATION_LABELS).
+        return f"{label}°" if self._rotation else label
 
 
 def print_summary(result: ClassifyResult, console: Console) -> None:
     """Images per label with their mean confidence, then how the job ran."""
-    counts = Counter(p.label for p in result.predictions)
-    confidence: dict[str, float] = defaultdict(float)
-    for p in result.predictions:
-        confidence[p.label] += p.confidence
     table = Table(show_edge=False, pad_edge=False)
     table.add_column(_heading(result))
     table.add_column("images", justify="right")
     table.add_column("share", justify="right")
     table.add_column("mean confidence", justify="right")
-    total = len(result.predictions)
+    total = result.classified
     for label in result.info.labels:
-        n = counts[label]
-        mean = f"{confidence[label] / n:.3f}" if n else "-"
-        table.add_row(escape(_label(result, label)), f"{n:,}", f"{n / total:.0%}", mean)
+        n = result.label_counts[label]
+        mean = f"{result.confidence_sums[label] / n:.3f}" if n else "-"
+        share = f"{n / total:.0%}" if total else "-"
+        table.add_row(escape(_label(result, label)), f"{n:,}", share, mean)
     console.print(table)
     threads = result.threads or "default"
     skipped = f"; {len(result.failures):,} skipped" if result.failures else ""
     console.print(
-        f"classified {total:,} of {total + len(result.failures):,} images in "
+        f"classified {total:,} of {result.files:,} images in "
         f"{result.seconds:.2f} s ({result.images_per_second:,.0f} images/s) with "
         f"{escape(str(result.info.path))} on {result.provider}, threads: {threads}{skipped}",
         soft_wrap=True,
     )
     if result.output is not None:
-        console.print(f"wrote {total:,} predictions to {escape(str(result.output))}",
-                      soft_wrap=True)
+        rows = total + len(result.failures)
+        console.print(f"wrote {rows:,} rows ({total:,} predictions) to "
+                      f"{escape(str(result.output))}", soft_wrap=True)
 
 
 def bench_tables(report: BenchReport) -> tuple[Table, Table]:

@@ -20,7 +20,7 @@ from PIL import Image
 from typer.testing import CliRunner, Result
 
 from edge_ssl.cli import app
-from edge_ssl.runtime import classify as classify_module
+from edge_ssl.runtime import decode as decode_module
 from edge_ssl.runtime.classify import ClassifyConfig, find_images
 
 # Solid colours and the label the colour model gives them.
@@ -106,12 +106,13 @@ def test_csv_has_one_row_per_good_file_with_top_k(tmp_path: Path, model: Path) -
     assert result.exit_code == 0, result.output
     rows = read_csv(out)
     assert [Path(r["path"]).name for r in rows] == sorted(expected)
-    assert list(rows[0]) == ["path", "label", "confidence", "label_2", "confidence_2"]
+    assert list(rows[0]) == ["path", "label", "confidence", "label_2", "confidence_2", "error"]
     for row in rows:
         assert row["label"] == expected[Path(row["path"]).name]
         assert 1.0 >= float(row["confidence"]) >= float(row["confidence_2"]) >= 0.0
-        assert row["label_2"] != row["label"]
-    assert f"wrote 3 predictions to {out}" in result.stdout
+        assert row["label_2"] != row["label"] and row["error"] == ""
+    assert f"wrote 3 rows (3 predictions) to {out}" in result.stdout
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # temp file renamed
     assert "a_red.jpg" not in result.stdout  # the file replaces the per-image table
 
 
@@ -206,7 +207,12 @@ def test_a_bad_file_is_reported_and_skipped(
     assert result.exit_code == 1, result.output
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("skipped ") and str(bad) in line and reason in line
-    assert {Path(r["path"]).name: r["label"] for r in read_csv(out)} == expected
+    rows = read_csv(out)
+    # The unreadable file is a row too, in input order, with its reason and no label.
+    assert [Path(r["path"]).name for r in rows] == ["0_bad.jpg", *sorted(expected)]
+    assert rows[0]["label"] == rows[0]["confidence"] == "" and reason in rows[0]["error"]
+    assert str(bad) not in rows[0]["error"]  # the path is in its own column
+    assert {Path(r["path"]).name: r["label"] for r in rows[1:]} == expected
     assert "classified 3 of 4 images" in result.stdout and "1 skipped" in result.stdout
 
 
@@ -215,20 +221,23 @@ def test_an_unexpected_decoder_error_costs_only_that_file(
 ) -> None:
     expected = good_folder(tmp_path / "imgs")
     bad = solid(tmp_path / "imgs" / "0_plugin_bug.png", RED)
-    real_load = classify_module.load_rgb
+    real_load = decode_module.load_rgb
 
     def load(path: Path, size: int | None = None) -> np.ndarray:
         if path == bad:
             raise struct.error("unpack requires a buffer of 4 bytes")
         return real_load(path, size)
 
-    monkeypatch.setattr(classify_module, "load_rgb", load)
+    monkeypatch.setattr(decode_module, "load_rgb", load)
 
-    result = invoke(tmp_path / "imgs", "--model", model, "-o", tmp_path / "p.csv")
+    result = invoke(tmp_path / "imgs", "--model", model, "-o", tmp_path / "p.jsonl")
 
     assert result.exit_code == 1
     assert "0_plugin_bug.png: cannot decode (error: unpack requires" in result.stderr
-    assert len(read_csv(tmp_path / "p.csv")) == len(expected)
+    rows = read_jsonl(tmp_path / "p.jsonl")
+    assert rows[0] == {"path": str(bad),
+                       "error": "cannot decode (error: unpack requires a buffer of 4 bytes)"}
+    assert [r["label"] for r in rows[1:]] == [expected[n] for n in sorted(expected)]
 
 
 def test_a_missing_path_argument_is_a_failure_like_any_other(tmp_path: Path, model: Path) -> None:
@@ -241,7 +250,7 @@ def test_a_missing_path_argument_is_a_failure_like_any_other(tmp_path: Path, mod
     assert "ok.png" in result.stdout
 
 
-def test_nothing_classifiable_exits_2(tmp_path: Path, model: Path) -> None:
+def test_nothing_classifiable_exits_3(tmp_path: Path, model: Path) -> None:
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "a.jpg").touch()
     (tmp_path / "imgs" / "b.png").write_text("nope")
@@ -249,19 +258,20 @@ def test_nothing_classifiable_exits_2(tmp_path: Path, model: Path) -> None:
 
     result = invoke(tmp_path / "imgs", "--model", model, "-o", out)
 
-    assert result.exit_code == 2
+    assert result.exit_code == 3
     assert result.stderr.count("skipped ") == 2
     assert "none of the 2 files could be classified" in result.stderr
-    assert not out.exists()
+    assert [(Path(r["path"]).name, r["error"]) for r in read_csv(out)] == [
+        ("a.jpg", "empty file"), ("b.png", "not an image Pillow can read")]
 
 
-def test_empty_folder_exits_2_and_says_so(tmp_path: Path, model: Path) -> None:
+def test_empty_folder_exits_3_and_says_so(tmp_path: Path, model: Path) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("not an image name")
 
     result = invoke(tmp_path / "empty", "--model", model)
 
-    assert result.exit_code == 2
+    assert result.exit_code == 3
     assert f"no images found in {tmp_path / 'empty'}" in result.stderr
     assert "--recursive" in result.stderr
 
@@ -269,14 +279,14 @@ def test_empty_folder_exits_2_and_says_so(tmp_path: Path, model: Path) -> None:
 def test_recursive_finds_images_in_subfolders(tmp_path: Path, model: Path) -> None:
     good_folder(tmp_path / "top" / "nested" / "deeper")
 
-    assert invoke(tmp_path / "top", "--model", model).exit_code == 2
+    assert invoke(tmp_path / "top", "--model", model).exit_code == 3
     result = invoke(tmp_path / "top", "--model", model, "--recursive", "-o", tmp_path / "p.csv")
 
     assert result.exit_code == 0, result.output
     assert len(read_csv(tmp_path / "p.csv")) == 3
 
 
-# --- model problems: one clear line, exit 2 (nothing could be classified) ---
+# --- model problems: one clear line, exit 4 (the model or its runtime) ---
 
 @pytest.mark.parametrize(("make", "message"), [
     (lambda d: d / "nope.onnx", "nope.onnx: no such file"),
@@ -292,7 +302,7 @@ def test_unusable_models_are_named(
 
     result = invoke(tmp_path / "imgs", "--model", make(tmp_path))
 
-    assert result.exit_code == 2
+    assert result.exit_code == 4
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert "Traceback" not in result.output
 
@@ -305,7 +315,7 @@ def test_default_model_missing_says_to_train_and_export(
 
     result = invoke("imgs")
 
-    assert result.exit_code == 2
+    assert result.exit_code == 4
     assert "runs/latest/exports/classifier.onnx" in result.stderr
     assert "edge-ssl train" in result.stderr and "edge-ssl export" in result.stderr
 

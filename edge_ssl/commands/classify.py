@@ -1,4 +1,4 @@
-"""`edge-ssl classify`: label files and folders of images with an exported model (design §9)."""
+"""`edge-ssl classify`: label files and folders of images with an exported model."""
 
 from __future__ import annotations
 
@@ -6,13 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
+from edge_ssl import exit_codes
 from edge_ssl.console import console, err_console, fail, user_errors
-from edge_ssl.errors import EdgeSslError
+from edge_ssl.errors import ConfigError, DataError, EdgeSslError
 from edge_ssl.runtime.model import Device
-
-SOME_FAILED = 1
-NOTHING_CLASSIFIED = 2
 
 
 @user_errors
@@ -30,7 +29,12 @@ def classify(
         min=1, help="Also report the next best labels, up to this many in all.")] = 1,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", dir_okay=False, show_default=False,
-        help="Write the predictions to this .csv or .jsonl file instead of a table.")] = None,
+        help="Write one row per file to this .csv or .jsonl file, as images finish, instead "
+             "of a table.")] = None,
+    progress: Annotated[bool | None, typer.Option(
+        "--progress/--no-progress", show_default=False,
+        help="Draw a progress bar on the terminal (default: for 256 files or more). Never "
+             "when piped.")] = None,
     device: Annotated[Device, typer.Option(
         case_sensitive=False,
         help="Execution provider; auto takes CUDA when it starts, else the CPU.")] = Device.AUTO,
@@ -40,8 +44,9 @@ def classify(
 ) -> None:
     """Label images with an exported model; the rotation model reports each image's rotation.
 
-    Files that cannot be read are reported and skipped.
-    Exit status: 0 all classified, 1 some skipped, 2 none (no images, unusable model or device).
+    Files that cannot be read are reported and skipped (with their error in --output).
+    Exit status: 0 all classified, 1 some skipped, 2 usage error, 3 nothing classified,
+    4 model or runtime failure, 130 interrupted (rows done so far kept in --output).
     """
     from edge_ssl.runtime import report
     from edge_ssl.runtime.classify import ClassifyConfig
@@ -53,17 +58,26 @@ def classify(
                                 threads=threads, output=output)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    printer = report.RowPrinter(console, err_console, predictions=output is None)
     try:
-        with report.progress_bar(err_console) as progress:
-            result = run(config, progress)
-    except EdgeSslError as exc:
-        raise fail(str(exc), NOTHING_CLASSIFIED) from None
-    report.print_failures(result, err_console)
-    if not result.predictions:
+        with report.progress_bar(err_console, progress) as bar:
+            result = run(config, bar, on_rows=printer.rows, on_start=printer.start)
+    except KeyboardInterrupt:
+        kept = (f"; {printer.seen:,} finished rows are in {escape(str(output))}"
+                if output and printer.seen else "")
+        err_console.print(f"interrupted{kept}", soft_wrap=True)
+        raise typer.Exit(exit_codes.INTERRUPTED) from None
+    except ConfigError as exc:
+        raise fail(str(exc), exit_codes.USAGE) from None
+    except DataError as exc:
+        raise fail(str(exc), exit_codes.NOTHING_DONE) from None
+    except EdgeSslError as exc:  # the model, its device, or onnxruntime while running it
+        kept = (f" The {printer.seen:,} rows finished before it are in {output}."
+                if output and printer.seen else "")
+        raise fail(f"{exc}{kept}", exit_codes.MODEL_FAILURE) from None
+    if not result.classified:
         raise fail(f"none of the {len(result.failures):,} files could be classified.",
-                   NOTHING_CLASSIFIED)
-    if output is None:
-        report.print_predictions(result, console)
+                   exit_codes.NOTHING_DONE)
     report.print_summary(result, console)
     if result.failures:
-        raise typer.Exit(SOME_FAILED)
+        raise typer.Exit(exit_codes.SOME_SKIPPED)
