@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from edge_ssl.commands import bench, classify, demo, demo_data, export, train
+from edge_ssl.commands import bench, classify, demo, demo_data, evaluate, export, train
 
 app = typer.Typer(
     name="edge-ssl",
@@ -21,6 +21,7 @@ app.command("train")(train.train)
 app.command("demo-data")(demo_data.demo_data)
 app.command("export")(export.export)
 app.command("classify")(classify.classify)
+app.command("evaluate")(evaluate.evaluate)
 app.command("bench")(bench.bench)
 app.command("demo")(demo.demo)
 

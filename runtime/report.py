@@ -15,6 +15,8 @@ from rich.table import Table
 from edge_ssl import contract
 from edge_ssl.runtime.bench import BenchReport
 from edge_ssl.runtime.classify import ClassifyResult, ProgressCallback
+from edge_ssl.runtime.evaluate import Evaluation
+from edge_ssl.runtime.metrics import macro
 from edge_ssl.runtime.output import Failure, Prediction, Row
 
 PROGRESS_FROM = 256  # files; smaller jobs are done before a bar is worth drawing
@@ -128,6 +130,48 @@ def print_summary(result: ClassifyResult, console: Console) -> None:
         rows = total + len(result.failures)
         console.print(f"wrote {rows:,} rows ({total:,} predictions) to "
                       f"{escape(str(result.output))}", soft_wrap=True)
+
+
+def evaluation_tables(result: Evaluation) -> list[Table]:
+    """The models side by side, per-class precision/recall/F1 of each model, then how often
+    every two models give the same top-1."""
+    summary = Table(title=f"{len(result.paths):,} labelled images of {result.data.root} "
+                          f"({result.data.kind})", title_justify="left", box=box.SIMPLE_HEAD,
+                    pad_edge=False)
+    for name in ("model", "accuracy (95% CI)", "macro F1", "ms/image"):
+        summary.add_column(name, justify="left" if name == "model" else "right")
+    for model in result.models:
+        low, high = model.accuracy.ci95
+        f1 = macro(model.classes, "f1")
+        summary.add_row(escape(model.name),
+                        f"{model.accuracy.percent:.1f}% ({low:.1f}–{high:.1f})",
+                        "-" if f1 is None else f"{f1:.3f}", f"{model.ms_per_image:.2f}")
+    tables = [summary]
+    for model in result.models:
+        table = Table(title=f"{model.name}: per class", title_justify="left",
+                      box=box.SIMPLE_HEAD, pad_edge=False)
+        for name in ("class", "images", "precision", "recall", "F1", "predicted"):
+            table.add_column(name, justify="left" if name == "class" else "right")
+        for c in model.classes:
+            table.add_row(escape(c.label), f"{c.support:,}", _share(c.precision),
+                          _share(c.recall), _share(c.f1), f"{c.predicted:,}")
+        tables.append(table)
+    if result.agreement:
+        pairs = Table(title="same top-1 answer", title_justify="left", box=box.SIMPLE_HEAD,
+                      pad_edge=False)
+        for name in ("models", "agree (95% CI)", "differ"):
+            pairs.add_column(name, justify="left" if name == "models" else "right")
+        for (i, j), rate in result.agreement.items():
+            low, high = rate.ci95
+            pairs.add_row(escape(f"{result.models[i].name} vs {result.models[j].name}"),
+                          f"{rate.percent:.1f}% ({low:.1f}–{high:.1f})",
+                          f"{rate.n - rate.hits:,}")
+        tables.append(pairs)
+    return tables
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def bench_tables(report: BenchReport) -> tuple[Table, Table]:

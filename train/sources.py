@@ -1,4 +1,4 @@
-"""Data sources (design §3): the demo scenes, Tiny ImageNet, and class-per-folder trees.
+"""Data sources: the demo scenes, Tiny ImageNet, and class-per-folder trees.
 
 A source resolves *which* images play which part (pretext, labelled training, validation); the
 pixels are decoded later by the tf.data pipeline, through edge_ssl.images.
@@ -13,14 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_ssl import datasets
+from edge_ssl.datasets import UNLABELED_FOLDER, read_words, short_name
 from edge_ssl.errors import DataError
 from edge_ssl.images import list_images
 from edge_ssl.train.config import TrainConfig
 
 DEFAULT_TINY_IMAGENET_CLASSES = ("n01855672", "n01443537")  # goose ("duck"), goldfish ("fish")
 FOLDER_VAL_FRACTION = 0.2
-PRETEXT_VAL_FRACTION = 0.1  # design §3: a held-out 10 % validates the pretext
-UNLABELED_FOLDER = "unlabeled"
+PRETEXT_VAL_FRACTION = 0.1  # a held-out 10 % validates the pretext
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def load_source(config: TrainConfig) -> Source:
                             "class-per-folder directory, or omit it for the demo data.")
         if not root.is_dir():
             raise DataError(f"{root}: not a folder; --data takes a directory of images.")
-        source = (_tiny_imagenet(config, root) if (root / "wnids.txt").is_file()
+        source = (_tiny_imagenet(config, root) if datasets.is_tiny_imagenet(root)
                       else _folder(config, root))
     if config.labels_per_class is not None:
         source = _limit_labels(source, config.labels_per_class, config.seed)
@@ -117,14 +118,14 @@ def _demo(config: TrainConfig) -> Source:
 
 
 def _tiny_imagenet(config: TrainConfig, root: Path) -> Source:
-    wnids = [w for w in (root / "wnids.txt").read_text().split() if w]
+    wnids = datasets.read_wnids(root)
     if not wnids:
-        raise DataError(f"{root / 'wnids.txt'} lists no classes; is this Tiny ImageNet?")
-    annotations = root / "val" / "val_annotations.txt"
+        raise DataError(f"{root / datasets.WNIDS_FILE} lists no classes; is this Tiny ImageNet?")
+    annotations = root / datasets.VAL_ANNOTATIONS
     if not annotations.is_file():
         raise DataError(f"{annotations}: missing; a Tiny ImageNet folder needs its val/ "
                         "annotations to validate the fine-tune.")
-    words = _read_words(root / "words.txt")
+    words = read_words(root / datasets.WORDS_FILE)
     chosen = [_resolve_class(c, wnids, words) for c in
               (config.classes or DEFAULT_TINY_IMAGENET_CLASSES)]
     _check_class_count(chosen)
@@ -144,15 +145,14 @@ def _tiny_imagenet(config: TrainConfig, root: Path) -> Source:
         train_labels += [index] * len(files)
     val_paths: list[Path] = []
     val_labels: list[int] = []
-    for line in annotations.read_text().splitlines():
-        parts = line.split("\t")
-        if len(parts) >= 2 and parts[1] in chosen:
-            val_paths.append(root / "val" / "images" / parts[0])
-            val_labels.append(chosen.index(parts[1]))
+    for path, wnid in datasets.val_annotations(root):
+        if wnid in chosen:
+            val_paths.append(path)
+            val_labels.append(chosen.index(wnid))
     for index, wnid in enumerate(chosen):
         if index not in val_labels:
             raise DataError(f"{annotations}: no validation images of class {wnid}.")
-    labels = tuple(_short_name(w, words) for w in chosen)
+    labels = tuple(short_name(w, words) for w in chosen)
     return Source(
         "tiny-imagenet", labels, ImageSet(paths=tuple(pretext)),
         ImageSet(paths=tuple(train_paths), labels=np.array(train_labels, np.int64)),
@@ -168,9 +168,7 @@ def _folder(config: TrainConfig, root: Path) -> Source:
                       if d is not None and d.is_dir()]
     if config.unlabeled is not None and not config.unlabeled.is_dir():
         raise DataError(f"{config.unlabeled}: no such folder for --unlabeled.")
-    skip = {d.resolve() for d in unlabeled_dirs}
-    folders = {d.name: d for d in sorted(root.iterdir())
-               if d.is_dir() and not d.name.startswith(".") and d.resolve() not in skip}
+    folders = datasets.class_folders(root, {d.resolve() for d in unlabeled_dirs})
     if not folders:
         raise DataError(f"{root}: no class folders; expected {root}/<class>/*.jpg "
                         "(or a Tiny ImageNet folder with wnids.txt).")
@@ -223,17 +221,6 @@ def _limit_labels(source: Source, per_class: int, seed: int) -> Source:
         keep += rng.permutation(members)[:per_class].tolist()
     return Source(source.kind, source.labels, source.pretext, source.train.take(sorted(keep)),
                   source.val, tuple(notes))
-
-
-def _read_words(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        return {}
-    pairs = (line.split("\t", 1) for line in path.read_text().splitlines() if "\t" in line)
-    return {wnid.strip(): names.strip() for wnid, names in pairs}
-
-
-def _short_name(wnid: str, words: dict[str, str]) -> str:
-    return words.get(wnid, wnid).split(",")[0].strip() or wnid
 
 
 def _resolve_class(name: str, known: list[str], words: dict[str, str]) -> str:
