@@ -297,3 +297,16 @@ print("clean")
 
     assert done.returncode == 0, done.stderr
     assert "clean" in done.stdout and (tmp_path / "eval" / "swapped.confusion.png").is_file()
+
+
+def test_models_of_different_native_sizes(data: Path, models: dict[str, Path],
+                                          tmp_path: Path) -> None:
+    small = onnx_models.build_model(tmp_path / "small.onnx", onnx_models.colour_weights(6),
+                                    size=6)
+
+    result = invoke(models["colour"], small, "--data", data, "-o", tmp_path / "eval")
+
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert [m["accuracy"]["hits"] for m in saved["models"]] == [7, 7]
+    assert saved["agreement"][0]["top1_agreement"]["percent"] == 100.0
