@@ -189,11 +189,10 @@ def _export_model(model: keras.Model, job: _Job, source: RunSource, config: Expo
                            config.max_fp32_nodes, log)
         convert.set_metadata(outcome.proto, meta("int8"))
         check = verify.check_int8(fp32, outcome.probabilities, gate_targets,
-                                  config.min_int8_agreement, outcome.fp32_nodes)
-        check.values["fallback"] = {
-            "candidates": outcome.candidates,
-            "tried": [{"fp32_nodes": count, "top1_agreement": agreement}
-                      for count, agreement in outcome.tried]}
+                                  config.min_int8_agreement, outcome.fp32_nodes, {
+                                      "candidates": outcome.candidates,
+                                      "tried": [{"fp32_nodes": count, "top1_agreement": agree}
+                                                for count, agree in outcome.tried]})
         files.append(_variant(outcome.proto, "int8", outcome.probabilities, check, job,
                               gate_targets, source.image_size, config, log,
                               calibration_images=len(calibration),

@@ -227,7 +227,7 @@ def _against_fp32(fp32: np.ndarray, variant: np.ndarray, labels: np.ndarray
 
 
 def check_int8(fp32: np.ndarray, int8: np.ndarray, labels: np.ndarray, min_agreement: float,
-               fp32_nodes: Iterable[str]) -> Check:
+               fp32_nodes: Iterable[str], fallback: dict[str, Any] | None = None) -> Check:
     """INT8's gate: its top-1 equals FP32's on at least `min_agreement` % of the sample.
 
     Agreement rather than an accuracy difference: a few hundred images give accuracies whose
@@ -242,7 +242,8 @@ def check_int8(fp32: np.ndarray, int8: np.ndarray, labels: np.ndarray, min_agree
               f"{accuracy(fp32, labels).percent:.1f}%"
               + (f"; {len(kept)} nodes kept in FP32" if kept else ""))
     return Check("int8 agreement", passed, detail,
-                 {**values, "min_agreement": min_agreement, "fp32_nodes": kept})
+                 {**values, "min_agreement": min_agreement, "fp32_nodes": kept,
+                  "fallback": fallback or {}})
 
 
 def check_fp16(fp32: np.ndarray, fp16: np.ndarray, labels: np.ndarray,
