@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,11 +135,11 @@ def _hint(exported: ExportedFile, config: ExportConfig) -> str:
     gate_failed = [c for c in exported.checks if not c.passed and not c.advisory] == [
         exported.checks[-1]]
     if exported.precision == "int8" and gate_failed:
-        lowest = max(0, int(config.min_int8_agreement) - 2)
+        reached = exported.checks[-1].values["top1_agreement"]["percent"]
         return (f"try --max-fp32-nodes {max(2 * config.max_fp32_nodes, 8)}, more "
-                f"--calibration-images (used {exported.calibration_images}), "
-                f"--min-int8-agreement {lowest}, or training longer: a more confident "
-                "model changes fewer answers when quantized.")
+                f"--calibration-images (used {exported.calibration_images}), or training "
+                "longer: a more confident model changes fewer answers when quantized; "
+                f"--min-int8-agreement {math.floor(reached)} would accept this one.")
     if exported.precision == "fp16" and gate_failed:
         return (f"try --fp16-tolerance {2 * config.fp16_tolerance:g}, or use the FP32 file "
                 "(FP16 pays on GPUs, not on CPUs).")

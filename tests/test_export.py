@@ -310,6 +310,7 @@ def test_a_variant_that_misses_its_gate_costs_only_that_variant(source_run: Path
                          r"[\d.]+% < 100% of \d+ held-out images", message)
         assert f"{model}.fp16.onnx was not written (max |Δp| vs FP32" in message
     assert "try --max-fp32-nodes 8" in message and "--fp16-tolerance 2e-06" in message
+    assert re.search(r"--min-int8-agreement \d+ would accept this one", message)
     exports = run / contract.EXPORTS_DIR
     assert sorted(p.name for p in exports.iterdir()) == sorted(
         ["pretext.onnx", "classifier.onnx", contract.EXPORT_REPORT, CONFIG_FILE])
