@@ -69,4 +69,4 @@ def save(matrix: np.ndarray, labels: Sequence[str], title: str, path: Path) -> P
 
 
 def _fit(label: str, most: int) -> str:
-    return label if len(label) <= most else label[:most - 1] + "…"
+    return label if len(label) <= most else label[:most - 3] + "..."

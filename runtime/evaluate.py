@@ -192,7 +192,9 @@ def _names(paths: Sequence[Path]) -> list[str]:
 def _write(result: Evaluation) -> None:
     out = result.output_dir
     for model in result.models:
-        title = (f"{model.name} on {result.data.root}: accuracy {model.accuracy}")
+        low, high = model.accuracy.ci95  # ASCII only: Pillow's default font has no dashes
+        title = (f"{model.name} on {result.data.root}: accuracy {model.accuracy.percent:.1f}% "
+                 f"(95% CI {low:.1f}-{high:.1f}, n={model.accuracy.n})")
         model.artifacts["confusion_png"] = confusion_png.save(
             model.confusion, model.info.labels, title, out / f"{model.name}.confusion.png")
         model.artifacts["misclassified_csv"] = atomic.write_text(

@@ -117,6 +117,7 @@ def _wnid(name: str, names: dict[str, set[str]], label_of: dict[str, str]) -> st
 def _unknown(root: Path, unknown: Sequence[str], labels: Sequence[str]) -> str:
     close = [m for name in unknown for m in difflib.get_close_matches(name, labels, n=1)]
     hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
-    return (f"{root}: class {', '.join(map(repr, unknown))} is not one of the model's labels "
-            f"({', '.join(labels)}){hint}; evaluate a model trained on these classes, or pass "
-            "--classes with the ones it knows.")
+    which = (f"class {unknown[0]!r} is not one" if len(unknown) == 1 else
+             f"classes {', '.join(map(repr, unknown))} are not")
+    return (f"{root}: {which} of the model's labels ({', '.join(labels)}){hint}; evaluate a "
+            "model trained on these classes, or pass --classes with the ones it knows.")
