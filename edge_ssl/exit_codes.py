@@ -9,3 +9,4 @@ USAGE = 2  # a bad option or argument (click's own code for usage errors)
 NOTHING_DONE = 3  # no image could be processed: none found, none readable, or unusable data
 MODEL_FAILURE = 4  # the model or its device: unusable file, missing provider, onnxruntime failed
 INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); rows finished before it are kept
+TERMINATED = 143  # SIGTERM (128 + 15), e.g. `kill` or a job scheduler; rows kept as for Ctrl-C

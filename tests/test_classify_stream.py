@@ -110,8 +110,11 @@ def test_interrupted_before_any_row_leaves_an_existing_file_alone(tmp_path: Path
     assert out.read_text() == "kept\n" and hidden(tmp_path) == []
 
 
-def test_ctrl_c_on_a_real_process_leaves_a_valid_partial_csv(tmp_path: Path,
-                                                             model: Path) -> None:
+@pytest.mark.parametrize(("stop", "code", "word"), [(signal.SIGINT, 130, "interrupted"),
+                                                    (signal.SIGTERM, 143, "terminated")],
+                         ids=["ctrl-c", "kill"])
+def test_a_real_process_stopped_midway_leaves_a_valid_partial_csv(
+        tmp_path: Path, model: Path, stop: signal.Signals, code: int, word: str) -> None:
     # 400 hard links to one 1-megapixel PNG: ~20 ms to decode each, seconds in all.
     big = tmp_path / "big.png"
     pixels = np.random.default_rng(0).integers(0, 256, (1024, 1024, 3), dtype=np.uint8)
@@ -132,16 +135,16 @@ def test_ctrl_c_on_a_real_process_leaves_a_valid_partial_csv(tmp_path: Path,
             if partial and len(partial[0].read_text().splitlines()) > 2:
                 break
             time.sleep(0.05)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         stdout, stderr = process.communicate(timeout=60)
     finally:
         process.kill()
 
-    assert process.returncode == 130, stderr
+    assert process.returncode == code, stderr
     rows = read_csv(out)
     assert 0 < len(rows) < 400 and len(rows) % 4 == 0  # whole batches only
     assert all(r["label"] in onnx_models.COLOURS and float(r["confidence"]) > 0 for r in rows)
-    assert f"interrupted; {len(rows)} finished rows are in {out}" in " ".join(stderr.split())
+    assert f"{word}; {len(rows)} finished rows are in {out}" in " ".join(stderr.split())
     assert "Traceback" not in stderr and hidden(tmp_path) == []
 
 

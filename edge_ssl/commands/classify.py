@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -12,6 +17,25 @@ from edge_ssl import exit_codes
 from edge_ssl.console import console, err_console, fail, user_errors
 from edge_ssl.errors import ConfigError, DataError, EdgeSslError
 from edge_ssl.runtime.model import Device
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a scheduler's time limit), stopped like Ctrl-C so that rows are kept."""
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise _Terminated
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set signal handlers
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @user_errors
@@ -46,7 +70,8 @@ def classify(
 
     Files that cannot be read are reported and skipped (with their error in --output).
     Exit status: 0 all classified, 1 some skipped, 2 usage error, 3 nothing classified,
-    4 model or runtime failure, 130 interrupted (rows done so far kept in --output).
+    4 model or runtime failure, 130 interrupted / 143 terminated (rows done so far kept in
+    --output).
     """
     from edge_ssl.runtime import report
     from edge_ssl.runtime.classify import ClassifyConfig
@@ -60,13 +85,16 @@ def classify(
         raise typer.BadParameter(str(exc)) from None
     printer = report.RowPrinter(console, err_console, predictions=output is None)
     try:
-        with report.progress_bar(err_console, progress) as bar:
+        with _sigterm_as_interrupt(), report.progress_bar(err_console, progress) as bar:
             result = run(config, bar, on_rows=printer.rows, on_start=printer.start)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, _Terminated)
         kept = (f"; {printer.seen:,} finished rows are in {escape(str(output))}"
                 if output and printer.seen else "")
-        err_console.print(f"interrupted{kept}", soft_wrap=True)
-        raise typer.Exit(exit_codes.INTERRUPTED) from None
+        err_console.print(f"{'terminated' if terminated else 'interrupted'}{kept}",
+                          soft_wrap=True)
+        raise typer.Exit(exit_codes.TERMINATED if terminated else exit_codes.INTERRUPTED
+                         ) from None
     except ConfigError as exc:
         raise fail(str(exc), exit_codes.USAGE) from None
     except DataError as exc:
