@@ -97,6 +97,8 @@ def report_table(report: ExportReport) -> Table:
         name += " (!)" if exported.advisories else ""
         table.add_row(escape(name), f"{exported.size_bytes / 1e6:.2f} MB", accuracy,
                       f"{passed}/{len(exported.checks)}", escape(_evidence(exported.checks)))
+    if any(exported.advisories for exported in report.files):
+        table.caption = "(!) raw frames fed to this file change some answers: see the warning"
     return table
 
 
