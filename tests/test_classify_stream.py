@@ -124,8 +124,12 @@ def test_a_real_process_stopped_midway_leaves_a_valid_partial_csv(
     for i in range(400):
         os.link(big, folder / f"{i:04d}.png")
     out = tmp_path / "preds.csv"
-    command = [sys.executable, "-c", "from edge_ssl.cli import main; main()", "classify",
-               str(folder), "--model", str(model), "-o", str(out), "--batch-size", "4"]
+    # A test runner started in the background ignores SIGINT, and so would its children:
+    # restore Python's Ctrl-C handler first, as an interactive shell gives it.
+    start = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "from edge_ssl.cli import main; main()")
+    command = [sys.executable, "-c", start, "classify", str(folder), "--model", str(model),
+               "-o", str(out), "--batch-size", "4"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     try:

@@ -62,7 +62,9 @@ def test_export_classify_bench_on_files(run: Path, tmp_path: Path) -> None:
     assert result.exit_code == 1, result.output  # one broken file, the rest classified
     assert "broken.jpg" in result.output
     rows = [json.loads(line) for line in preds.read_text().splitlines()]
-    assert len(rows) == 6 and {r["label"] for r in rows} <= {"duck", "fish"}
+    broken = [r for r in rows if "error" in r]
+    assert len(rows) == 7 and [Path(r["path"]).name for r in broken] == ["broken.jpg"]
+    assert {r["label"] for r in rows if r not in broken} <= {"duck", "fish"}
 
     bench_json = tmp_path / "bench.json"
     result = runner.invoke(app, ["bench", str(model), "--batch-sizes", "1,2", "--warmup", "1",
