@@ -8,7 +8,17 @@ from __future__ import annotations
 
 import typer
 
-from edge_ssl.commands import bench, classify, demo, demo_data, evaluate, export, train
+from edge_ssl.commands import (
+    bench,
+    classify,
+    demo,
+    demo_data,
+    evaluate,
+    export,
+    finetune,
+    study,
+    train,
+)
 
 app = typer.Typer(
     name="edge-ssl",
@@ -18,6 +28,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("train")(train.train)
+app.command("finetune")(finetune.finetune)
+app.command("study")(study.study)
 app.command("demo-data")(demo_data.demo_data)
 app.command("export")(export.export)
 app.command("classify")(classify.classify)

@@ -24,7 +24,7 @@ TASK_ROTATION = "rotation"
 TASK_CLASSIFICATION = "classification"
 ROTATION_LABELS = ("0", "90", "180", "270")  # label k = k * 90 degrees counter-clockwise
 
-# Run directory layout (design §7).
+# Run directory layout (README.md, "The run directory").
 RUNS_DIR = "runs"
 LATEST = "latest"
 CONFIG_FILE = "config.json"
@@ -35,6 +35,7 @@ HISTORY_PRETEXT = "history_pretext.csv"
 HISTORY_FINETUNE = "history_finetune.csv"
 HISTORY_BASELINE = "history_baseline.csv"
 CURVES_PNG = "curves.png"
+METHODS_PNG = "methods.png"  # test accuracy of the fine-tune and every baseline, with intervals
 SAMPLES_PNG = "pretext_samples.png"
 REPORT_FILE = "report.json"
 CHECKPOINTS_DIR = "checkpoints"

@@ -17,7 +17,8 @@ import keras
 import numpy as np
 
 from edge_ssl import contract
-from edge_ssl.train.model import ModelSpec, build_model, replace_head
+from edge_ssl.train.layers import DEFAULT_CUT
+from edge_ssl.train.model import ModelSpec, build_classifier, build_model
 
 SIZE = 32
 LABELS = ["dark", "bright"]
@@ -53,7 +54,7 @@ def write_run(run: Path, seed: int = 0) -> Path:
     pretext = build_model(spec, len(contract.ROTATION_LABELS), "pretext")
     train_x, _ = images(rng, 64)
     _set_batchnorm_statistics(pretext, train_x)
-    classifier = replace_head(pretext, len(LABELS), freeze_backbone=False)
+    classifier = build_classifier(pretext, DEFAULT_CUT, len(LABELS))
     run.mkdir(parents=True, exist_ok=True)
     pretext.save(run / contract.PRETEXT_MODEL)
     classifier.save(run / contract.CLASSIFIER_MODEL)

@@ -18,7 +18,7 @@ TINY = ["--width", "0.35", "--image-size", "32", "--pretext-epochs", "1", "--fin
         "1"]
 ARTIFACTS = [C.CONFIG_FILE, C.PRETEXT_MODEL, C.CLASSIFIER_MODEL, C.BASELINE_MODEL,
              C.HISTORY_PRETEXT, C.HISTORY_FINETUNE, C.HISTORY_BASELINE, C.CURVES_PNG,
-             C.SAMPLES_PNG, C.REPORT_FILE, C.HELDOUT_FILE]
+             C.SAMPLES_PNG, C.REPORT_FILE, C.HELDOUT_FILE, C.METHODS_PNG]
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +37,18 @@ def test_train_writes_every_artifact(run: Path) -> None:
     assert not (run / C.CHECKPOINTS_DIR).exists()
     report = json.loads((run / C.REPORT_FILE).read_text())
     assert report["complete"] is True
-    for stage in ("pretext", "finetune", "baseline"):
-        assert 0.0 <= report[stage]["val_accuracy"] <= 1.0
-        assert report[stage]["epochs_run"] == 1
-        assert report[stage]["images_per_second"] > 0
+    assert report["pretext"]["heldout_rotation"]["n"] == 4 * 2  # 10 % of 16, four rotations
+    assert report["pretext"]["epochs_run"] == 1
+    assert set(report["methods"]) == {"ssl_finetune", "ssl_probe", "scratch", "random_probe",
+                                      "colour"}
+    for result in report["methods"].values():
+        assert result["test"]["n"] == 4  # the separately drawn demo test scenes
+        low, high = result["test"]["ci95"]
+        assert low <= result["test"]["percent"] <= high
+    for method in ("ssl_finetune", "scratch"):
+        assert report["methods"][method]["epochs_run"] == 1
+        assert report["methods"][method]["images_per_second"] > 0
+    assert report["protocol"]["schedule"] == "fixed"  # 8 labels per class: too few to split
     config = json.loads((run / C.CONFIG_FILE).read_text())
     assert config["labels"] == ["duck", "fish"] and config["image_size"] == 32
     assert config["config"]["width"] == 0.35 and "tensorflow" in config["versions"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +16,9 @@ from edge_ssl.train.model import (  # noqa: E402
     RESCALE_SYMMETRIC,
     ModelSpec,
     Preprocess,
+    build_backbone,
+    build_classifier,
     build_model,
-    replace_head,
 )
 
 SPEC = ModelSpec(image_size=32, width=0.35, bn_momentum=0.9)
@@ -63,14 +66,41 @@ def test_model_takes_uint8_of_any_size_and_sets_bn_momentum() -> None:
     assert bns and all(layer.momentum == 0.9 for layer in bns)
 
 
-def test_replace_head_keeps_learned_layers_and_freezes() -> None:
+def test_classifier_shares_the_backbone_up_to_the_cut_and_freezes() -> None:
     pretext = build_model(SPEC, 4, "pretext")
-    classifier = replace_head(pretext, 3, freeze_backbone=True)
+    classifier = build_classifier(pretext, "block_9_add", 3, freeze_backbone=True)
     assert classifier.output.shape[-1] == 3
-    assert classifier.get_layer(BACKBONE_NAME) is pretext.get_layer(BACKBONE_NAME)
-    assert classifier.get_layer("features") is pretext.get_layer("features")
+    cut = classifier.get_layer(BACKBONE_NAME)
+    assert cut.layers[-1].name == "block_9_add"
+    assert "block_10_expand" not in {layer.name for layer in cut.layers}  # smaller on device
+    assert cut.get_layer("Conv1") is pretext.get_layer(BACKBONE_NAME).get_layer("Conv1")
     trainable = {w.path.split("/")[0] for w in classifier.trainable_weights}
-    assert trainable == {"features", "head"}
+    assert trainable == {"head"}
+    images = np.zeros((2, 40, 40, 3), np.uint8)
+    np.testing.assert_allclose(np.asarray(classifier(images)).sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_classifier_at_the_last_layer_is_the_whole_backbone() -> None:
+    pretext = build_model(SPEC, 4, "pretext")
+    classifier = build_classifier(pretext, "out_relu", 2)
+    assert classifier.get_layer(BACKBONE_NAME) is pretext.get_layer(BACKBONE_NAME)
+    assert {w.path.split("/")[0] for w in classifier.trainable_weights} >= {"head"}
+
+
+def test_random_init_spec_never_loads_the_weights_file(tmp_path: Path) -> None:
+    """--baseline with --backbone-weights: the scratch network is random, not ImageNet."""
+    donor = build_backbone(SPEC)
+    weights = tmp_path / "backbone.weights.h5"
+    donor.save_weights(weights)
+    spec = replace(SPEC, backbone_weights=weights)
+    loaded = build_backbone(spec)
+    fresh = build_backbone(replace(spec, load_weights=False))
+    kernel = "Conv1"
+    np.testing.assert_array_equal(loaded.get_layer(kernel).get_weights()[0],
+                                  donor.get_layer(kernel).get_weights()[0])
+    assert not np.allclose(fresh.get_layer(kernel).get_weights()[0],
+                           donor.get_layer(kernel).get_weights()[0])
+    assert replace(spec, load_weights=False).rescale == spec.rescale  # same preprocessing
 
 
 def test_mixed_precision_keeps_preprocess_and_softmax_float32(mixed_precision: None) -> None:

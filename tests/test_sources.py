@@ -61,10 +61,10 @@ def test_folder_source_splits_classes_and_adds_unlabeled(folder_tree: Path) -> N
     source = load_source(TrainConfig(data=folder_tree))
     assert source.kind == "folder"
     assert source.labels == ("cat", "dog")  # "unlabeled" is never a class
-    assert len(source.train) + len(source.val) == 11  # the .txt file is ignored
-    assert set(np.unique(source.val.labels)) == {0, 1}
+    assert len(source.train) + len(source.test) == 11  # the .txt file is ignored
+    assert set(np.unique(source.test.labels)) == {0, 1}
     assert len(source.pretext) == len(source.train) + 3
-    assert not set(source.val.paths) & set(source.pretext.paths)
+    assert not set(source.test.paths) & set(source.pretext.paths)
 
 
 def test_folder_source_respects_classes_and_labels_per_class(folder_tree: Path) -> None:
@@ -104,8 +104,8 @@ def test_tiny_imagenet_by_wnid_and_word(tmp_path: Path) -> None:
     assert source.labels == ("goose", "goldfish")
     assert len(source.pretext) == 12  # every class, labels ignored
     assert np.bincount(source.train.labels).tolist() == [4, 4]
-    assert np.bincount(source.val.labels).tolist() == [2, 2]
-    assert all("val/images" in str(p) for p in source.val.paths)
+    assert np.bincount(source.test.labels).tolist() == [2, 2]
+    assert all("val/images" in str(p) for p in source.test.paths)
     limited = load_source(TrainConfig(data=root, pretext_classes=1))
     assert len(limited.pretext) == 4
 
@@ -126,7 +126,7 @@ def test_real_tiny_imagenet_mini(tiny_imagenet_mini: Path) -> None:
     assert source.labels == ("goose", "goldfish")
     assert len(source.pretext) == 600
     assert np.bincount(source.train.labels).tolist() == [60, 60]
-    assert np.bincount(source.val.labels).tolist() == [12, 12]
+    assert np.bincount(source.test.labels).tolist() == [12, 12]
     train, val = split_pretext(source.pretext, seed=0)
     assert (len(train), len(val)) == (540, 60)
 
@@ -137,4 +137,4 @@ def test_demo_source_is_deterministic() -> None:
     assert a.labels == ("duck", "fish")
     assert a.train.pixels is not None and a.train.pixels.shape == (12, 32, 32, 3)
     np.testing.assert_array_equal(a.train.pixels, b.train.pixels)
-    assert not np.array_equal(a.val.pixels[:2], a.train.pixels[:2])  # type: ignore[index]
+    assert not np.array_equal(a.test.pixels[:2], a.train.pixels[:2])  # type: ignore[index]

@@ -9,12 +9,17 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from edge_ssl.errors import ConfigError
+from edge_ssl.errors import ConfigError, RunDirError
+from edge_ssl.train.layers import CUT_LAYERS, DEFAULT_CUT
 
 # keras.applications.MobileNetV2 ships ImageNet weights only for these widths.
 IMAGENET_WIDTHS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
-DEFAULT_BN_MOMENTUM_RANDOM = 0.9  # design §4: 0.999 never catches up in a small pretext
+# Keras' 0.999 never catches up in a pretext of a few thousand steps from random init: held-out
+# accuracy then sits at chance while training accuracy rises (docs/training-recipe.md).
+DEFAULT_BN_MOMENTUM_RANDOM = 0.9
 DEFAULT_BN_MOMENTUM_IMAGENET = 0.999
+# With fewer selection images than this per class, early stopping would follow noise.
+MIN_SELECTION_PER_CLASS = 10
 
 
 class Rotations(str, Enum):
@@ -25,6 +30,14 @@ class Rotations(str, Enum):
 class Freeze(str, Enum):
     none = "none"
     backbone = "backbone"
+
+
+class Schedule(str, Enum):
+    """How the fine-tune decides when to stop and when to lower the learning rate."""
+
+    auto = "auto"  # early-stopping when the selection split is big enough, else fixed
+    early_stopping = "early-stopping"  # watch a selection split carved from the labels
+    fixed = "fixed"  # all labels train; cosine decay over --finetune-epochs, last epoch kept
 
 
 @dataclass(frozen=True)
@@ -49,9 +62,13 @@ class TrainConfig:
     patience: int = 10
     lr_patience: int = 4
     freeze: Freeze = Freeze.none
+    schedule: Schedule = Schedule.auto
+    selection_fraction: float = 0.2
+    cut: str = DEFAULT_CUT
     baseline: bool = False
     seed: int = 0
     mixed_precision: bool = False
+    pretext_from: Path | None = None  # fine-tune the pretext of this run instead of training one
 
     def __post_init__(self) -> None:
         def bad(field: str, value: Any, allowed: str) -> ConfigError:
@@ -75,6 +92,11 @@ class TrainConfig:
         for field in ("pretext_classes", "labels_per_class"):
             if getattr(self, field) is not None and getattr(self, field) < 1:
                 raise bad(field, getattr(self, field), "use 1 or more")
+        if not 0.0 < self.selection_fraction < 1.0:
+            raise bad("selection_fraction", self.selection_fraction,
+                      "use a fraction between 0 and 1, e.g. 0.2")
+        if self.cut not in CUT_LAYERS:
+            raise bad("cut", self.cut, f"use one of {', '.join(CUT_LAYERS)}")
         if self.learning_rate <= 0:
             raise bad("learning_rate", self.learning_rate, "use a positive value such as 1e-3")
 
@@ -103,14 +125,26 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in values.items() if k in known}
-        for key in ("data", "unlabeled", "backbone_weights"):
+        for key in ("data", "unlabeled", "backbone_weights", "pretext_from"):
             if kwargs.get(key) is not None:
                 kwargs[key] = Path(kwargs[key])
         kwargs["classes"] = tuple(kwargs.get("classes", ()))
         kwargs["rotations"] = Rotations(kwargs.get("rotations", "all"))
         kwargs["freeze"] = Freeze(kwargs.get("freeze", "none"))
+        kwargs["schedule"] = Schedule(kwargs.get("schedule", "auto"))
         return cls(**kwargs)
 
     @classmethod
     def from_json(cls, text: str) -> TrainConfig:
         return cls.from_dict(json.loads(text)["config"])
+
+
+def load_run_config(run: Path) -> TrainConfig:
+    """The TrainConfig a run directory was trained with (its config.json)."""
+    from edge_ssl.contract import CONFIG_FILE
+
+    try:
+        return TrainConfig.from_json((run / CONFIG_FILE).read_text())
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise RunDirError(f"{run / CONFIG_FILE}: unreadable ({exc}); this run cannot be "
+                          "resumed or reused, start a new one.") from None

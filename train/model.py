@@ -66,6 +66,9 @@ class ModelSpec:
     width: float = 1.0
     bn_momentum: float = 0.9
     backbone_weights: Path | None = None
+    # False: the same architecture and preprocessing as with the weights file, but random init
+    # (the from-scratch baseline of a run that starts from ImageNet weights).
+    load_weights: bool = True
 
     @property
     def rescale(self) -> dict[str, float]:
@@ -73,14 +76,14 @@ class ModelSpec:
 
 
 def build_backbone(spec: ModelSpec) -> keras.Model:
-    """MobileNetV2 without its top, `spec.bn_momentum` on every BatchNorm layer (Keras' 0.999
-    never catches up in a short pretext from random initialisation)."""
+    """MobileNetV2 without its top, with `spec.bn_momentum` on every BatchNorm layer."""
     try:
         backbone = keras.applications.MobileNetV2(
             input_shape=(spec.image_size, spec.image_size, 3),
             alpha=spec.width,
             include_top=False,
-            weights=str(spec.backbone_weights) if spec.backbone_weights else None,
+            weights=str(spec.backbone_weights) if spec.backbone_weights and spec.load_weights
+            else None,
         )
     except (ValueError, OSError) as exc:
         if spec.backbone_weights:
@@ -97,7 +100,8 @@ def build_backbone(spec: ModelSpec) -> keras.Model:
 
 
 def build_model(spec: ModelSpec, num_classes: int, name: str) -> keras.Model:
-    """uint8 images → Preprocess → MobileNetV2 → GAP → Dense(128, ReLU) → Dense(C, softmax)."""
+    """The pretext network: uint8 images → Preprocess → MobileNetV2 → GAP → Dense(128, ReLU) →
+    Dense(C, softmax)."""
     images = keras.Input(shape=(None, None, 3), dtype="uint8", name="image")
     x = Preprocess(spec.image_size, **spec.rescale, name="preprocess")(images)
     x = build_backbone(spec)(x)
@@ -112,20 +116,34 @@ def _head(num_classes: int) -> keras.layers.Dense:
     return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name=HEAD_NAME)
 
 
-def replace_head(pretext: keras.Model, num_classes: int, freeze_backbone: bool) -> keras.Model:
-    """The pretext network with its Dense(4) swapped for a fresh Dense(C).
+def cut_backbone(model: keras.Model, cut: str) -> keras.Model:
+    """The backbone of `model` up to layer `cut`, sharing its weights (named "backbone")."""
+    backbone = model.get_layer(BACKBONE_NAME)
+    if cut == backbone.layers[-1].name:
+        return backbone
+    try:
+        output = backbone.get_layer(cut).output
+    except ValueError:
+        raise ModelError(f"the backbone has no layer {cut!r} to cut at") from None
+    return keras.Model(backbone.input, output, name=BACKBONE_NAME)
 
-    The backbone and Dense(128) layers are shared with `pretext`, so they start from the learned
-    weights. Frozen, the backbone is called with training=False so its BatchNorm stays in
+
+def build_classifier(source: keras.Model, cut: str, num_classes: int,
+                     freeze_backbone: bool = False) -> keras.Model:
+    """uint8 images → `source`'s Preprocess → its backbone cut at `cut` → GAP → Dense(C, softmax).
+
+    The layers up to `cut` are shared with `source` (the pretext network, or a freshly built one
+    for the from-scratch baseline), so they start from its weights. The head is linear on the
+    pooled features: the pretext's Dense(128) was fitted to the last block, which a middle cut
+    drops. Frozen, the backbone is called with training=False so its BatchNorm stays in
     inference mode even if it is later unfrozen (Keras' transfer-learning guide).
     """
-    backbone = pretext.get_layer(BACKBONE_NAME)
+    backbone = cut_backbone(source, cut)
     backbone.trainable = not freeze_backbone
     images = keras.Input(shape=(None, None, 3), dtype="uint8", name="image")
-    x = pretext.get_layer("preprocess")(images)
+    x = source.get_layer("preprocess")(images)
     x = backbone(x, training=False) if freeze_backbone else backbone(x)
-    x = pretext.get_layer("pool")(x)
-    x = pretext.get_layer(FEATURES_NAME)(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     return keras.Model(images, _head(num_classes)(x), name="classifier")
 
 

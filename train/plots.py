@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edge_ssl.atomic import write_with
 from edge_ssl.contract import ROTATION_LABELS
+
+KNN_COLUMN = "knn_accuracy"  # written by edge_ssl.train.monitor
 
 
 def _pyplot():  # type: ignore[no-untyped-def]
@@ -22,7 +25,7 @@ def _pyplot():  # type: ignore[no-untyped-def]
 
 def save_pretext_samples(images: np.ndarray, labels: np.ndarray, path: Path,
                          columns: int = 8) -> None:
-    """A grid of augmented, rotated pretext samples titled with their labels (study Fig. 4)."""
+    """A grid of augmented, rotated pretext samples titled with their rotation labels."""
     plt = _pyplot()
     count = min(len(images), 4 * columns)
     rows = max(1, int(np.ceil(count / columns)))
@@ -43,11 +46,15 @@ def read_history(path: Path) -> dict[str, list[float]]:
         return {}
     with path.open() as f:
         rows = list(csv.DictReader(f))
-    return {k: [float(r[k]) for r in rows] for k in (rows[0].keys() if rows else [])}
+    # Keras' CSVLogger writes "NA" val_* columns for a fit without validation data: dropped.
+    columns = {k: [float(r[k]) if r[k] != "NA" else float("nan") for r in rows]
+               for k in (rows[0].keys() if rows else [])}
+    return {k: v for k, v in columns.items() if not all(np.isnan(v))}
 
 
 def save_curves(histories: dict[str, dict[str, list[float]]], path: Path) -> None:
-    """Accuracy and loss per epoch for each stage (study Figs. 6–8), train solid, val dashed."""
+    """Accuracy and loss per epoch for each stage: training solid, held-out or selection split
+    dashed, and the pretext's kNN monitor dotted."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
@@ -60,12 +67,63 @@ def save_curves(histories: dict[str, dict[str, list[float]]], path: Path) -> Non
         for row, metric in enumerate(("accuracy", "loss")):
             ax = axes[row][col]
             ax.plot(epochs, h.get(metric, []), label=f"train {metric}")
-            ax.plot(epochs, h.get(f"val_{metric}", []), "--", label=f"val {metric}")
+            if f"val_{metric}" in h:
+                ax.plot(epochs, h[f"val_{metric}"], "--",
+                        label=f"{'held-out' if name == 'pretext' else 'selection'} {metric}")
+            if metric == "accuracy" and KNN_COLUMN in h:
+                ax.plot(epochs, h[KNN_COLUMN], ":", label="kNN on labelled features")
             ax.set_title(f"{name}: {metric}", fontsize=10)
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
+    fig.tight_layout()
+    write_with(path, lambda tmp: fig.savefig(tmp, dpi=110))
+    plt.close(fig)
+
+
+def save_methods(results: dict[str, dict[str, Any]], titles: dict[str, str], test_set: str,
+                 path: Path) -> None:
+    """Test accuracy of each method with its 95 % interval, one bar each."""
+    plt = _pyplot()
+    names = [m for m in titles if m in results]
+    accuracy = np.array([results[m]["test"]["percent"] for m in names])
+    low = np.array([results[m]["test"]["ci95"][0] for m in names])
+    high = np.array([results[m]["test"]["ci95"][1] for m in names])
+    n = results[names[0]]["test"]["n"] if names else 0
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    colours = ["#bbbbbb" if results[m].get("collapsed") else "#4c72b0" for m in names]
+    ax.barh(range(len(names)), accuracy, xerr=[accuracy - low, high - accuracy],
+            color=colours, capsize=3)
+    ax.set_yticks(range(len(names)), [titles[m] for m in names])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel(f"test accuracy %, 95 % Wilson interval (n = {n}: {test_set})", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    write_with(path, lambda tmp: fig.savefig(tmp, dpi=110))
+    plt.close(fig)
+
+
+def save_label_efficiency(summary: dict[str, dict[str, dict[str, Any]]], titles: dict[str, str],
+                          subtitle: str, path: Path) -> None:
+    """Mean test accuracy against labels per class (log x), one line per method, error bars of
+    one standard deviation over seeds."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for method, rows in summary.items():
+        points = sorted((r["labels_per_class"], r["mean"], r["std"] or 0.0)
+                        for r in rows.values() if r["mean"] is not None)
+        if not points:
+            continue
+        x, mean, std = (np.array(v, dtype=float) for v in zip(*points, strict=True))
+        ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=titles.get(method, method))
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled images per class")
+    ax.set_ylabel("test accuracy % (mean ± s.d. over seeds)")
+    ax.set_title(subtitle, fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     write_with(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)

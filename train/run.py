@@ -1,17 +1,19 @@
-"""`edge-ssl train` as a library call: both stages, every artifact of design §7, resumable.
+"""`edge-ssl train` as a library call: the pretext, then the fine-tune and its baselines.
 
 A stage is complete once its .keras file exists (written atomically); `--resume` skips complete
-stages and lets Keras' BackupAndRestore continue the interrupted one from its last epoch.
+stages and lets Keras' BackupAndRestore continue the interrupted one from its last epoch. The
+probes and the colour floor take seconds and are recomputed when missing from report.json.
 """
 
 from __future__ import annotations
 
 import json
 import platform
+import shutil
 import sys
 import time
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +24,31 @@ import tensorflow as tf
 from edge_ssl import __version__
 from edge_ssl import contract as C
 from edge_ssl.atomic import write_json, write_with
-from edge_ssl.console import console
+from edge_ssl.console import console, err_console
 from edge_ssl.errors import TrainingError
 from edge_ssl.images import INTERPOLATION
-from edge_ssl.train import pipeline, plots
-from edge_ssl.train.config import Freeze, TrainConfig
-from edge_ssl.train.model import ModelSpec, build_model, load_model, replace_head
-from edge_ssl.train.sources import Source, load_source, split_pretext
-from edge_ssl.train.stages import StageResult, finish_stage, fit_stage
+from edge_ssl.stats import Rate
+from edge_ssl.train import methods, pipeline, plots
+from edge_ssl.train.config import (
+    DEFAULT_BN_MOMENTUM_RANDOM,
+    MIN_SELECTION_PER_CLASS,
+    Freeze,
+    Schedule,
+    TrainConfig,
+)
+from edge_ssl.train.model import ModelSpec, build_model, load_model
+from edge_ssl.train.monitor import KnnMonitor
+from edge_ssl.train.sources import ImageSet, Source, load_source, split_pretext, split_selection
+from edge_ssl.train.stages import finish_stage, fit_stage
 
 CALIBRATION_IMAGES = 256  # training images kept in heldout.npz for INT8 calibration
 MAX_HELDOUT_PRETEXT = 2000
+MONITOR_IMAGES = 1000  # labelled images the pretext's kNN monitor measures each epoch
+MODEL_FILES = {methods.SSL_FINETUNE: C.CLASSIFIER_MODEL, methods.SCRATCH: C.BASELINE_MODEL}
+HISTORY_FILES = {methods.SSL_FINETUNE: C.HISTORY_FINETUNE, methods.SCRATCH: C.HISTORY_BASELINE}
+TEST_SETS = {"tiny-imagenet": "Tiny ImageNet val/ (the official validation images)",
+             "folder": "the held-out 20 % of each class folder",
+             "demo": "separately drawn demo scenes"}
 
 
 def device_description() -> str:
@@ -45,6 +61,35 @@ def device_description() -> str:
              (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
              if line.startswith("model name")]
     return f"CPU ({names[0] if names else platform.processor() or platform.machine()})"
+
+
+def model_spec(config: TrainConfig) -> ModelSpec:
+    return ModelSpec(config.image_size, config.width, config.effective_bn_momentum,
+                     config.backbone_weights)
+
+
+def scratch_spec(config: TrainConfig) -> ModelSpec:
+    """The from-scratch baseline's network: the run's architecture and preprocessing, never
+    loaded weights, and the random-init BatchNorm momentum unless one was given."""
+    return replace(model_spec(config), load_weights=False,
+                   bn_momentum=config.bn_momentum or DEFAULT_BN_MOMENTUM_RANDOM)
+
+
+def resolve_schedule(config: TrainConfig, labels: np.ndarray) -> Schedule:
+    """`auto` → early stopping when every class gives the selection split at least
+    MIN_SELECTION_PER_CLASS images, else a fixed schedule that trains on every label."""
+    if config.schedule is not Schedule.auto:
+        return config.schedule
+    smallest = int(np.bincount(labels).min()) if len(labels) else 0
+    enough = round(smallest * config.selection_fraction) >= MIN_SELECTION_PER_CLASS
+    return Schedule.early_stopping if enough else Schedule.fixed
+
+
+def fit_settings(config: TrainConfig, verbose: int) -> methods.FitSettings:
+    return methods.FitSettings(
+        cut=config.cut, epochs=config.finetune_epochs, learning_rate=config.learning_rate,
+        patience=config.patience, lr_patience=config.lr_patience, batch_size=config.batch_size,
+        freeze_backbone=config.freeze is Freeze.backbone, seed=config.seed, verbose=verbose)
 
 
 def train(config: TrainConfig, run: Path, *, source: Source | None = None, resume: bool = False,
@@ -64,83 +109,60 @@ def train(config: TrainConfig, run: Path, *, source: Source | None = None, resum
     for note in source.notes:
         console.print(f"[dim]{note}[/]")
     skipped = pipeline.SkippedFiles()
-    spec = ModelSpec(config.image_size, config.width, config.effective_bn_momentum,
-                     config.backbone_weights)
-    size, batch = config.image_size, config.batch_size
-    pretext_train, pretext_val = split_pretext(source.pretext, config.seed)
-    pretext_val_px, _ = pipeline.decode_eagerly(pretext_val, size, skipped, "pretext validation")
-    val_px, val_y = pipeline.decode_eagerly(source.val, size, skipped, "validation")
-    assert val_y is not None  # labelled sets always carry labels
+    size = config.image_size
+    schedule = resolve_schedule(config, np.asarray(source.train.labels))
+    fit_set, selection_set = (split_selection(source.train, config.selection_fraction,
+                                              config.seed)
+                              if schedule is Schedule.early_stopping else (source.train, None))
+    test_px, test_y = _decode_labelled(source.test, size, skipped, "test")
+    selection = (_decode_labelled(selection_set, size, skipped, "selection")
+                 if selection_set is not None else None)
     report_path = run / C.REPORT_FILE
     report = json.loads(report_path.read_text()) if resume and report_path.exists() else {}
     if not resume:
-        _write_config(run, config, source, spec)
-        calib = source.train.take(np.random.default_rng(config.seed).permutation(
-            len(source.train))[:CALIBRATION_IMAGES])
-        calib_px, _ = pipeline.decode_eagerly(calib, size, skipped, "calibration")
-        write_with(run / C.HELDOUT_FILE, lambda tmp: np.savez_compressed(tmp, **{
-            C.HELDOUT_CLASSIFIER_IMAGES: val_px, C.HELDOUT_CLASSIFIER_LABELS: val_y,
-            C.HELDOUT_PRETEXT_IMAGES: pretext_val_px[:MAX_HELDOUT_PRETEXT],
-            C.HELDOUT_CALIBRATION_IMAGES: calib_px}))
+        _write_config(run, config, source)
+        _write_heldout(run, config, source, test_px, test_y, skipped)
     report.update(name=run.name, data=source.summary(), device=device_description(),
-                  complete=False)
+                  complete=False, protocol={
+                      "test_images": len(test_y), "test_set": TEST_SETS[source.kind],
+                      "schedule": schedule.value,
+                      "fit_images": len(fit_set),
+                      "selection_images": len(selection[1]) if selection else 0,
+                      "cut": config.cut,
+                      "rule": "test images are measured once at the end; early stopping, the "
+                              "learning-rate schedule and best-epoch restore see only the "
+                              "selection split (or nothing, with a fixed schedule)"})
     verbosity = 1 if sys.stdout.isatty() else 2
 
-    # Stage 1: rotation pretext.
-    pretext_images = pipeline.image_dataset(pretext_train, size, skipped)
-    pretext_train_ds = pipeline.pretext_train_dataset(
-        pretext_images, batch, config.rotations, config.seed, len(pretext_train))
-    pretext_val_ds = pipeline.pretext_eval_dataset(pretext_val_px, batch)
-    if not (run / C.SAMPLES_PNG).exists():
-        sample_x, sample_y = next(iter(pretext_train_ds))
-        plots.save_pretext_samples(sample_x.numpy(), sample_y.numpy(), run / C.SAMPLES_PNG)
-    pretext_path = run / C.PRETEXT_MODEL
-    if pretext_path.exists():
-        pretext = load_model(pretext_path)
-        console.print(f"pretext: already trained, loaded {pretext_path}")
-    else:
-        console.print(f"[bold]Stage 1: rotation pretext[/] on {len(pretext_train)} images "
-                      f"({config.rotations.value} rotations), {len(pretext_val_px)} held out")
-        pretext = build_model(spec, len(C.ROTATION_LABELS), "pretext")
-        result = fit_stage(
-            pretext, pretext_train_ds, pretext_val_ds, epochs=config.pretext_epochs,
-            learning_rate=config.learning_rate, patience=config.patience,
-            lr_patience=config.lr_patience, samples_per_batch=batch,
-            history_path=run / C.HISTORY_PRETEXT,
-            checkpoint_dir=run / C.CHECKPOINTS_DIR / "pretext",
-            verbose=verbosity, extra_callbacks=extra_callbacks)
-        _finish(run, report, "pretext", pretext, pretext_path, result)
+    pretext = _pretext_stage(config, run, source, report, skipped, verbosity, extra_callbacks)
 
-    # Stage 2: fine-tune, and the random-initialisation baseline on the same labels.
-    train_images = pipeline.image_dataset(source.train, size, skipped)
-    train_ds = pipeline.labelled_train_dataset(train_images, batch, config.seed, len(source.train))
-    val_ds = pipeline.labelled_eval_dataset(val_px, val_y, batch)
-    stages = [("finetune", C.CLASSIFIER_MODEL, C.HISTORY_FINETUNE)]
-    if config.baseline:
-        stages.append(("baseline", C.BASELINE_MODEL, C.HISTORY_BASELINE))
-    for stage, model_file, history_file in stages:
-        if (run / model_file).exists():
-            console.print(f"{stage}: already trained, kept {run / model_file}")
+    data = methods.Labelled(
+        fit=pipeline.image_dataset(fit_set, size, skipped), fit_size=len(fit_set),
+        selection=selection, test=(test_px, test_y), num_classes=len(source.labels))
+    wanted = [methods.SSL_FINETUNE] + ([m for m in methods.METHODS if m != methods.SSL_FINETUNE]
+                                       if config.baseline else [])
+    settings = fit_settings(config, verbosity)
+    results = report.setdefault("methods", {})
+    console.print(f"[bold]Stage 2: fine-tune[/] on {len(fit_set)} labelled images of "
+                  f"{len(source.labels)} classes ({schedule.value} schedule"
+                  + (f", {len(selection[1])} selection images" if selection else "")
+                  + f"), tested on {len(test_y)} images")
+    for method in wanted:
+        if method in results and (method not in MODEL_FILES
+                                  or (run / MODEL_FILES[method]).exists()):
+            console.print(f"{methods.TITLES[method]}: already done")
             continue
-        console.print(f"[bold]Stage 2: {stage}[/] on {len(source.train)} labelled images of "
-                      f"{len(source.labels)} classes, {len(val_px)} validation images")
-        if stage == "finetune":
-            model = replace_head(pretext, len(source.labels),
-                                 freeze_backbone=config.freeze is Freeze.backbone)
-        else:
-            keras.utils.set_random_seed(config.seed + 1)
-            model = build_model(spec, len(source.labels), "baseline")
-        result = fit_stage(
-            model, train_ds, val_ds, epochs=config.finetune_epochs,
-            learning_rate=config.learning_rate, patience=config.patience,
-            lr_patience=config.lr_patience, samples_per_batch=batch,
-            history_path=run / history_file, checkpoint_dir=run / C.CHECKPOINTS_DIR / stage,
-            verbose=verbosity, extra_callbacks=extra_callbacks)
-        _finish(run, report, stage, model, run / model_file, result)
+        result = _run_method(method, pretext, config, run, data, settings, extra_callbacks)
+        results[method] = _result_json(result)
+        write_json(report_path, report)
+        _print_result(result)
 
     plots.save_curves({name: plots.read_history(run / f) for name, f in (
         ("pretext", C.HISTORY_PRETEXT), ("fine-tune", C.HISTORY_FINETUNE),
-        ("baseline", C.HISTORY_BASELINE))}, run / C.CURVES_PNG)
+        ("from scratch", C.HISTORY_BASELINE))}, run / C.CURVES_PNG)
+    if config.baseline:
+        plots.save_methods(results, methods.TITLES, report["protocol"]["test_set"],
+                           run / C.METHODS_PNG)
     report["skipped_files"] = report.get("skipped_files", []) + skipped.messages
     report["wall_seconds"] = round(report.get("wall_seconds", 0.0)
                                    + time.perf_counter() - start, 1)
@@ -151,26 +173,138 @@ def train(config: TrainConfig, run: Path, *, source: Source | None = None, resum
     return report
 
 
-def _finish(run: Path, report: dict[str, Any], stage: str, model: keras.Model, path: Path,
-            result: StageResult) -> None:
-    """Save the stage's model and metrics atomically, then drop its backup; NaN is an error."""
-    if result.diverged and result.best_epoch == 0:
-        raise TrainingError(f"{stage}: the loss became NaN in the first epoch and no usable "
-                            "weights exist; lower --learning-rate and start a new run.")
-    write_with(path, model.save)
-    report[stage] = {k: round(v, 4) if isinstance(v, float) else v
-                     for k, v in asdict(result).items()}
+def _decode_labelled(images: ImageSet, size: int, skipped: pipeline.SkippedFiles,
+                     what: str) -> tuple[np.ndarray, np.ndarray]:
+    pixels, labels = pipeline.decode_eagerly(images, size, skipped, what)
+    if labels is None:
+        raise TypeError(f"the {what} images carry no labels")
+    return pixels, labels
+
+
+def _write_heldout(run: Path, config: TrainConfig, source: Source, test_px: np.ndarray,
+                   test_y: np.ndarray, skipped: pipeline.SkippedFiles) -> None:
+    """heldout.npz: what export needs to verify and calibrate without the data folder."""
+    size = config.image_size
+    if config.pretext_from is not None:
+        with np.load(config.pretext_from / C.HELDOUT_FILE) as earlier:
+            pretext_px = earlier[C.HELDOUT_PRETEXT_IMAGES]
+    else:
+        _, pretext_val = split_pretext(source.pretext, config.seed)
+        pretext_px, _ = pipeline.decode_eagerly(pretext_val, size, skipped, "pretext held-out")
+    calibration = source.train.take(np.random.default_rng(config.seed).permutation(
+        len(source.train))[:CALIBRATION_IMAGES])
+    calibration_px, _ = pipeline.decode_eagerly(calibration, size, skipped, "calibration")
+    write_with(run / C.HELDOUT_FILE, lambda tmp: np.savez_compressed(tmp, **{
+        C.HELDOUT_CLASSIFIER_IMAGES: test_px, C.HELDOUT_CLASSIFIER_LABELS: test_y,
+        C.HELDOUT_PRETEXT_IMAGES: pretext_px[:MAX_HELDOUT_PRETEXT],
+        C.HELDOUT_CALIBRATION_IMAGES: calibration_px}))
+
+
+def _pretext_stage(config: TrainConfig, run: Path, source: Source, report: dict[str, Any],
+                   skipped: pipeline.SkippedFiles, verbosity: int,
+                   extra_callbacks: list[keras.callbacks.Callback] | None) -> keras.Model:
+    """Train the rotation model, or load it: from this run when done, or from --pretext-from."""
+    pretext_path = run / C.PRETEXT_MODEL
+    if config.pretext_from is not None and not pretext_path.exists():
+        write_with(pretext_path, lambda tmp: shutil.copyfile(
+            config.pretext_from / C.PRETEXT_MODEL, tmp))  # type: ignore[operator]
+        earlier = json.loads((config.pretext_from / C.REPORT_FILE).read_text())
+        report["pretext"] = {**earlier.get("pretext", {}), "from_run": str(config.pretext_from)}
+    if pretext_path.exists():
+        origin = f"from {config.pretext_from}" if config.pretext_from else "already trained"
+        console.print(f"pretext: {origin}, loaded {pretext_path}")
+        return load_model(pretext_path)
+
+    size, batch = config.image_size, config.batch_size
+    pretext_train, pretext_val = split_pretext(source.pretext, config.seed)
+    heldout_px, _ = pipeline.decode_eagerly(pretext_val, size, skipped, "pretext held-out")
+    train_ds = pipeline.pretext_train_dataset(
+        pipeline.image_dataset(pretext_train, size, skipped), batch, config.rotations,
+        config.seed, len(pretext_train))
+    if not (run / C.SAMPLES_PNG).exists():
+        sample_x, sample_y = next(iter(train_ds))
+        plots.save_pretext_samples(sample_x.numpy(), sample_y.numpy(), run / C.SAMPLES_PNG)
+    monitor_set = source.train.take(np.random.default_rng(config.seed + 3).permutation(
+        len(source.train))[:MONITOR_IMAGES])
+    monitor_px, monitor_y = _decode_labelled(monitor_set, size, skipped, "monitor")
+    console.print(f"[bold]Stage 1: rotation pretext[/] on {len(pretext_train)} images "
+                  f"({config.rotations.value} rotations), {len(heldout_px)} held out; "
+                  f"kNN monitor on {len(monitor_y)} labelled images")
+    pretext = build_model(model_spec(config), len(C.ROTATION_LABELS), "pretext")
+    monitor = KnnMonitor(monitor_px, monitor_y, config.cut)
+    stage = fit_stage(
+        pretext, train_ds, pipeline.pretext_eval_dataset(heldout_px, batch),
+        epochs=config.pretext_epochs, learning_rate=config.learning_rate,
+        patience=config.patience, lr_patience=config.lr_patience, samples_per_batch=batch,
+        history_path=run / C.HISTORY_PRETEXT, checkpoint_dir=run / C.CHECKPOINTS_DIR / "pretext",
+        verbose=verbosity, monitors=[monitor], extra_callbacks=extra_callbacks or [])
+    rotated, rotations = pipeline.rotate_all(tf.constant(heldout_px))
+    rotation = Rate.of(methods.predict_classes(pretext, rotated.numpy()) == rotations.numpy())
+    write_with(pretext_path, pretext.save)
+    report["pretext"] = {"heldout_rotation": rotation.to_json(),
+                         "knn_accuracy": round(monitor.measure(), 4),
+                         **_stage_json(stage)}
     write_json(run / C.REPORT_FILE, report)
-    finish_stage(run / C.CHECKPOINTS_DIR / stage)
-    console.print(f"{stage}: held-out accuracy {result.val_accuracy:.3f} "
-                  f"({result.epochs_run} epochs, {result.images_per_second:.0f} images/s)")
-    if result.diverged:
+    finish_stage(run / C.CHECKPOINTS_DIR / "pretext")
+    console.print(f"pretext: held-out rotation accuracy {rotation} "
+                  f"({stage.epochs_run} epochs, {stage.images_per_second:.0f} images/s)")
+    _raise_if_diverged("pretext", stage.diverged, stage.best_epoch, pretext_path)
+    return pretext
+
+
+def _run_method(method: str, pretext: keras.Model, config: TrainConfig, run: Path,
+                data: methods.Labelled, settings: methods.FitSettings,
+                extra_callbacks: list[keras.callbacks.Callback] | None) -> methods.MethodResult:
+    if method == methods.COLOUR:
+        return methods.colour_floor(data)
+    if method == methods.SSL_PROBE:
+        return methods.probe_backbone(method, pretext, config.cut, data)
+    random_init = methods.random_init_network(scratch_spec(config), config.seed + 1)
+    if method == methods.RANDOM_PROBE:
+        return methods.probe_backbone(method, random_init, config.cut, data)
+    result = methods.train_network(
+        method, pretext if method == methods.SSL_FINETUNE else random_init, data, settings,
+        run / HISTORY_FILES[method], run / C.CHECKPOINTS_DIR / method, extra_callbacks or [])
+    assert result.model is not None and result.stage is not None  # network methods have both
+    write_with(run / MODEL_FILES[method], result.model.save)
+    finish_stage(run / C.CHECKPOINTS_DIR / method)
+    _raise_if_diverged(methods.TITLES[method], result.stage.diverged, result.stage.best_epoch,
+                       run / MODEL_FILES[method])
+    return result
+
+
+def _stage_json(stage: Any) -> dict[str, Any]:
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(stage).items()}
+
+
+def _result_json(result: methods.MethodResult) -> dict[str, Any]:
+    out: dict[str, Any] = {"title": methods.TITLES[result.method],
+                           "test": result.test.to_json(), "collapsed": result.collapsed}
+    if result.stage is not None:
+        out.update(_stage_json(result.stage))
+    return out
+
+
+def _print_result(result: methods.MethodResult) -> None:
+    title = methods.TITLES[result.method]
+    if result.collapsed:
+        err_console.print(f"[yellow]warning:[/] {title} predicts one class for every test "
+                          "image: it did not learn, so its accuracy is not a result. Try more "
+                          "--finetune-epochs or a lower --learning-rate.")
+    extra = (f" ({result.stage.epochs_run} epochs, {result.stage.images_per_second:.0f} "
+             "images/s)" if result.stage else "")
+    console.print(f"{title}: test accuracy {result.test}{extra}")
+
+
+def _raise_if_diverged(stage: str, diverged: bool, best_epoch: int, path: Path) -> None:
+    if diverged:
         raise TrainingError(
             f"{stage}: the loss became NaN; training stopped and the weights of epoch "
-            f"{result.best_epoch} were kept in {path}. Lower --learning-rate and start a new run.")
+            f"{best_epoch} were kept in {path}. Lower --learning-rate and start a new run.")
 
 
-def _write_config(run: Path, config: TrainConfig, source: Source, spec: ModelSpec) -> None:
+def _write_config(run: Path, config: TrainConfig, source: Source) -> None:
+    spec = model_spec(config)
     write_json(run / C.CONFIG_FILE, {
         C.CONFIG_NAME: run.name,
         C.CONFIG_LABELS: list(source.labels),

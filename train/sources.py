@@ -1,7 +1,9 @@
 """Data sources: the demo scenes, Tiny ImageNet, and class-per-folder trees.
 
-A source resolves *which* images play which part (pretext, labelled training, validation); the
-pixels are decoded later by the tf.data pipeline, through edge_ssl.images.
+A source resolves *which* images play which part (pretext, labelled training, test); the pixels
+are decoded later by the tf.data pipeline, through edge_ssl.images. Test images (Tiny ImageNet's
+official val, a folder's held-out split, separately drawn demo scenes) are measured once at the
+end; every choice during training uses a selection split carved from the labelled training images.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from edge_ssl.images import list_images
 from edge_ssl.train.config import TrainConfig
 
 DEFAULT_TINY_IMAGENET_CLASSES = ("n01855672", "n01443537")  # goose ("duck"), goldfish ("fish")
-FOLDER_VAL_FRACTION = 0.2
-PRETEXT_VAL_FRACTION = 0.1  # a held-out 10 % validates the pretext
+FOLDER_TEST_FRACTION = 0.2
+PRETEXT_VAL_FRACTION = 0.1  # a held-out 10 % of the unlabeled images validates the pretext
 
 
 @dataclass(frozen=True)
@@ -46,14 +48,6 @@ class ImageSet:
     def unlabeled(self) -> ImageSet:
         return ImageSet(paths=self.paths, pixels=self.pixels)
 
-    @staticmethod
-    def concat(*sets: ImageSet) -> ImageSet:
-        if all(s.pixels is not None for s in sets):
-            return ImageSet(pixels=np.concatenate([s.pixels for s in sets]))  # type: ignore[misc]
-        if any(s.pixels is not None for s in sets):
-            raise ValueError("cannot mix decoded and file-based image sets")
-        return ImageSet(paths=tuple(p for s in sets for p in s.paths))
-
 
 @dataclass(frozen=True)
 class Source:
@@ -62,8 +56,8 @@ class Source:
     kind: str  # "demo" | "tiny-imagenet" | "folder"
     labels: tuple[str, ...]
     pretext: ImageSet  # unlabeled, before the 10 % hold-out
-    train: ImageSet  # labelled, for the fine-tune
-    val: ImageSet  # labelled, held out
+    train: ImageSet  # labelled, for the fine-tune (a selection split may be carved from it)
+    test: ImageSet  # labelled, held out: measured once at the end, never used for a choice
     notes: tuple[str, ...] = field(default=())
 
     def summary(self) -> dict[str, object]:
@@ -73,7 +67,7 @@ class Source:
             "labels": list(self.labels),
             "pretext_images": len(self.pretext),
             "train_images_per_class": dict(zip(self.labels, counts.tolist(), strict=True)),
-            "val_images": len(self.val),
+            "test_images": len(self.test),
         }
 
 
@@ -104,17 +98,33 @@ def split_pretext(images: ImageSet, seed: int) -> tuple[ImageSet, ImageSet]:
     return images.take(order[n_val:]), images.take(order[:n_val])
 
 
+def split_selection(train: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
+    """(fit, selection): `fraction` of each class's labelled images (seeded, at least one when the
+    class has two or more) become the selection split that early stopping and the LR schedule
+    watch. Stratified, so a small split still holds every class."""
+    labels = np.asarray(train.labels)
+    rng = np.random.default_rng(seed + 2)
+    fit: list[int] = []
+    selection: list[int] = []
+    for index in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == index))
+        n_selection = min(max(1, round(len(members) * fraction)), len(members) - 1)
+        selection += members[:n_selection].tolist()
+        fit += members[n_selection:].tolist()
+    return train.take(sorted(fit)), train.take(sorted(selection))
+
+
 def _demo(config: TrainConfig) -> Source:
     from edge_ssl.train import demo_data
 
     n = config.demo_per_class
-    # Distinct derived seeds: validation scenes are never copies of training scenes.
+    # Distinct derived seeds: test scenes are never copies of training scenes.
     train_px, train_y = demo_data.generate(n, seed=config.seed, image_size=config.image_size)
-    val_px, val_y = demo_data.generate(max(1, n // 4), seed=config.seed + 10_007,
-                                       image_size=config.image_size)
+    test_px, test_y = demo_data.generate(max(1, n // 4), seed=config.seed + 10_007,
+                                         image_size=config.image_size)
     train = ImageSet(pixels=train_px, labels=train_y)
     return Source("demo", tuple(demo_data.CLASSES), train.unlabeled(), train,
-                  ImageSet(pixels=val_px, labels=val_y))
+                  ImageSet(pixels=test_px, labels=test_y))
 
 
 def _tiny_imagenet(config: TrainConfig, root: Path) -> Source:
@@ -124,7 +134,7 @@ def _tiny_imagenet(config: TrainConfig, root: Path) -> Source:
     annotations = root / datasets.VAL_ANNOTATIONS
     if not annotations.is_file():
         raise DataError(f"{annotations}: missing; a Tiny ImageNet folder needs its val/ "
-                        "annotations to validate the fine-tune.")
+                        "annotations: its images are the test set of the fine-tune.")
     words = read_words(root / datasets.WORDS_FILE)
     chosen = [_resolve_class(c, wnids, words) for c in
               (config.classes or DEFAULT_TINY_IMAGENET_CLASSES)]
@@ -143,20 +153,20 @@ def _tiny_imagenet(config: TrainConfig, root: Path) -> Source:
             raise DataError(f"{root / 'train' / wnid / 'images'}: class {wnid} has no images.")
         train_paths += files
         train_labels += [index] * len(files)
-    val_paths: list[Path] = []
-    val_labels: list[int] = []
+    test_paths: list[Path] = []
+    test_labels: list[int] = []
     for path, wnid in datasets.val_annotations(root):
         if wnid in chosen:
-            val_paths.append(path)
-            val_labels.append(chosen.index(wnid))
+            test_paths.append(path)
+            test_labels.append(chosen.index(wnid))
     for index, wnid in enumerate(chosen):
-        if index not in val_labels:
+        if index not in test_labels:
             raise DataError(f"{annotations}: no validation images of class {wnid}.")
     labels = tuple(short_name(w, words) for w in chosen)
     return Source(
         "tiny-imagenet", labels, ImageSet(paths=tuple(pretext)),
         ImageSet(paths=tuple(train_paths), labels=np.array(train_labels, np.int64)),
-        ImageSet(paths=tuple(val_paths), labels=np.array(val_labels, np.int64)),
+        ImageSet(paths=tuple(test_paths), labels=np.array(test_labels, np.int64)),
         notes=tuple(f"{n} = {w} ({words.get(w, '?')})" for n, w in zip(labels, chosen,
                                                                      strict=True)),
     )
@@ -178,8 +188,8 @@ def _folder(config: TrainConfig, root: Path) -> Source:
     rng = np.random.default_rng(config.seed)
     train_paths: list[Path] = []
     train_labels: list[int] = []
-    val_paths: list[Path] = []
-    val_labels: list[int] = []
+    test_paths: list[Path] = []
+    test_labels: list[int] = []
     for index, name in enumerate(names):
         files = list_images(folders[name])
         if not files:
@@ -187,13 +197,13 @@ def _folder(config: TrainConfig, root: Path) -> Source:
                             "(.jpg, .jpeg, .png, .bmp, .webp, .gif, .tif).")
         if len(files) < 2:
             raise DataError(f"{folders[name]}: class {name!r} has 1 image; it needs at least 2 "
-                            "(one to train on, one to validate).")
+                            "(one to train on, one to test on).")
         order = rng.permutation(len(files))
-        n_val = min(max(1, round(len(files) * FOLDER_VAL_FRACTION)), len(files) - 1)
-        val_paths += [files[i] for i in order[:n_val]]
-        val_labels += [index] * n_val
-        train_paths += [files[i] for i in order[n_val:]]
-        train_labels += [index] * (len(files) - n_val)
+        n_test = min(max(1, round(len(files) * FOLDER_TEST_FRACTION)), len(files) - 1)
+        test_paths += [files[i] for i in order[:n_test]]
+        test_labels += [index] * n_test
+        train_paths += [files[i] for i in order[n_test:]]
+        train_labels += [index] * (len(files) - n_test)
     pretext = list(train_paths)
     for folder in dict.fromkeys(d.resolve() for d in unlabeled_dirs):
         extra = list_images(folder, recursive=True)
@@ -203,7 +213,7 @@ def _folder(config: TrainConfig, root: Path) -> Source:
     return Source(
         "folder", tuple(names), ImageSet(paths=tuple(pretext)),
         ImageSet(paths=tuple(train_paths), labels=np.array(train_labels, np.int64)),
-        ImageSet(paths=tuple(val_paths), labels=np.array(val_labels, np.int64)),
+        ImageSet(paths=tuple(test_paths), labels=np.array(test_labels, np.int64)),
     )
 
 
@@ -220,7 +230,7 @@ def _limit_labels(source: Source, per_class: int, seed: int) -> Source:
                          f"fewer than --labels-per-class {per_class}; using all of them")
         keep += rng.permutation(members)[:per_class].tolist()
     return Source(source.kind, source.labels, source.pretext, source.train.take(sorted(keep)),
-                  source.val, tuple(notes))
+                  source.test, tuple(notes))
 
 
 def _resolve_class(name: str, known: list[str], words: dict[str, str]) -> str:

@@ -6,22 +6,25 @@ import csv
 import math
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from edge_ssl.atomic import write_with
+from edge_ssl.errors import TrainingError
 
 
 @dataclass(frozen=True)
 class StageResult:
-    """What one stage reports: held-out accuracy in inference mode, never from training logs."""
+    """How one stage's training went. Accuracies on test images are measured by the caller."""
 
-    val_accuracy: float
-    val_loss: float
+    schedule: str  # "early-stopping" (on `selection_accuracy`'s images) or "fixed"
+    selection_accuracy: float | None  # the restored weights on the selection split, if any
     epochs_run: int
     best_epoch: int
     images_per_second: float
@@ -63,7 +66,7 @@ class Throughput(keras.callbacks.Callback):
 def fit_stage(
     model: keras.Model,
     train: tf.data.Dataset,
-    val: tf.data.Dataset,
+    selection: tf.data.Dataset | None,
     *,
     epochs: int,
     learning_rate: float,
@@ -73,12 +76,20 @@ def fit_stage(
     history_path: Path,
     checkpoint_dir: Path,
     verbose: int,
-    extra_callbacks: list[keras.callbacks.Callback] | None = None,
+    monitors: Sequence[keras.callbacks.Callback] = (),
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> StageResult:
     """Compile and fit `model`, resuming from `checkpoint_dir` if an earlier fit was cut short.
 
-    The Keras CSV log lives in the checkpoint folder while training (it is appended epoch by
-    epoch, so it survives an interruption) and is copied atomically to `history_path` at the end.
+    With a `selection` set, EarlyStopping (best weights restored) and ReduceLROnPlateau watch it;
+    without one the schedule is fixed: cosine decay over `epochs`, by epoch so that a resumed
+    run continues the same curve, and the last epoch's weights are kept. `monitors` add their
+    own columns to the CSV log, so they run before it. The Keras CSV log lives in the checkpoint
+    folder while training (appended epoch by epoch, it survives an interruption) and is copied
+    atomically to `history_path` at the end.
+
+    Raises:
+        TrainingError: the loss became NaN and no finite weights are left to keep.
     """
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
@@ -87,39 +98,60 @@ def fit_stage(
     )
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     log_path = checkpoint_dir / "history.csv"
-    early = keras.callbacks.EarlyStopping(
-        monitor="val_accuracy", patience=patience, restore_best_weights=True, verbose=0)
     throughput = Throughput(samples_per_batch)
+    early = None
+    if selection is not None:
+        early = keras.callbacks.EarlyStopping(
+            monitor="val_accuracy", patience=patience, restore_best_weights=True, verbose=0)
+        schedule: list[keras.callbacks.Callback] = [early, keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.5, patience=lr_patience, verbose=0)]
+    else:
+        schedule = [keras.callbacks.LearningRateScheduler(
+            lambda epoch: cosine_learning_rate(learning_rate, epoch, epochs))]
     callbacks = [
         keras.callbacks.BackupAndRestore(str(checkpoint_dir / "backup"), delete_checkpoint=False,
                                          double_checkpoint=True),
         keras.callbacks.TerminateOnNaN(),
-        early,
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=lr_patience,
-                                          verbose=0),
+        *schedule,
+        *monitors,
         keras.callbacks.CSVLogger(str(log_path), append=True),
         throughput,
-        *(extra_callbacks or []),
+        *extra_callbacks,
     ]
     start = time.perf_counter()
     # shuffle=False: the tf.data pipeline already shuffles (Keras warns otherwise).
-    history = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks,
+    history = model.fit(train, validation_data=selection, epochs=epochs, callbacks=callbacks,
                         verbose=verbose, shuffle=False)
     wall = time.perf_counter() - start
-    losses = history.history.get("loss", [])
-    diverged = any(not math.isfinite(v) for v in losses)
-    val_loss, val_accuracy = model.evaluate(val, verbose=0)
+    diverged = any(not math.isfinite(v) for v in history.history.get("loss", []))
+    best_epoch = _rows(log_path)
+    if early is not None and early.best_weights is not None:
+        # TerminateOnNaN ends training without EarlyStopping's restore: do it here.
+        model.set_weights(early.best_weights)
+        best_epoch = int(early.best_epoch) + 1
+    if not all(np.isfinite(w).all() for w in model.get_weights()):
+        raise TrainingError(f"the loss became NaN and no finite weights are left (best epoch "
+                            f"{best_epoch if early is not None else 'none'}); nothing was "
+                            "saved. Lower --learning-rate and start a new run.")
+    selection_accuracy = (float(model.evaluate(selection, verbose=0)[1])
+                          if selection is not None else None)
     if log_path.exists():
         write_with(history_path, lambda tmp: shutil.copyfile(log_path, tmp))
     return StageResult(
-        val_accuracy=float(val_accuracy),
-        val_loss=float(val_loss),
+        schedule="early-stopping" if selection is not None else "fixed",
+        selection_accuracy=selection_accuracy,
         epochs_run=_rows(log_path),
-        best_epoch=int(early.best_epoch) + 1 if early.best_weights is not None else 0,
+        best_epoch=best_epoch,
         images_per_second=throughput.images_per_second,
         wall_seconds=wall,
         diverged=diverged,
     )
+
+
+def cosine_learning_rate(initial: float, epoch: int, epochs: int) -> float:
+    """Half a cosine from `initial` at epoch 0 down to 1 % of it at the last epoch."""
+    progress = epoch / max(1, epochs - 1)
+    return initial * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
 def _rows(csv_path: Path) -> int:

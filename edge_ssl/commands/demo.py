@@ -60,8 +60,9 @@ def demo(
     console.rule("done")
     console.print(
         f"run directory   {run}\n"
-        f"held-out        pretext {report['pretext']['val_accuracy']:.3f} rotation accuracy, "
-        f"classifier {report['finetune']['val_accuracy']:.3f} accuracy\n"
+        f"held-out        pretext {report['pretext']['heldout_rotation']['percent']:.1f}% "
+        f"rotation accuracy, classifier "
+        f"{report['methods']['ssl_finetune']['test']['percent']:.1f}% test accuracy\n"
         f"ONNX models     {run / EXPORTS_DIR}\n"
         f"demo images     {images}\n"
         f"try next        edge-ssl classify {images} --recursive --model {model}\n"

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from edge_ssl.console import console, user_errors
 from edge_ssl.errors import RunDirError
-from edge_ssl.train.config import Freeze, Rotations, TrainConfig
+from edge_ssl.train.config import Freeze, Rotations, Schedule, TrainConfig, load_run_config
+from edge_ssl.train.layers import CUT_LAYERS, DEFAULT_CUT
 
 
-def _split_classes(value: str | None) -> tuple[str, ...]:
+def split_classes(value: str | None) -> tuple[str, ...]:
     return tuple(c.strip() for c in value.split(",") if c.strip()) if value else ()
 
 
@@ -49,13 +50,24 @@ def train(
     pretext_epochs: Annotated[int, typer.Option(help="Most pretext epochs.")] = 100,
     finetune_epochs: Annotated[int, typer.Option(help="Most fine-tune epochs.")] = 40,
     learning_rate: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
-    patience: Annotated[int, typer.Option(help="EarlyStopping patience (val_accuracy).")] = 10,
+    patience: Annotated[int, typer.Option(
+        help="EarlyStopping patience in epochs (held-out or selection accuracy).")] = 10,
     lr_patience: Annotated[int, typer.Option(
-        help="ReduceLROnPlateau patience (val_loss, factor 0.5).")] = 4,
+        help="ReduceLROnPlateau patience (held-out or selection loss, factor 0.5).")] = 4,
     freeze: Annotated[Freeze, typer.Option(
         help="backbone: train only the head during the fine-tune.")] = Freeze.none,
+    schedule: Annotated[Schedule, typer.Option(
+        help="Fine-tune: early-stopping on a selection split carved from the labels, or "
+             "fixed (cosine decay, every label trains); auto picks early-stopping when each "
+             "class gives the split at least 10 images.")] = Schedule.auto,
+    selection_fraction: Annotated[float, typer.Option(
+        help="Share of each class's labelled images in the selection split.")] = 0.2,
+    cut: Annotated[str, typer.Option(
+        help=f"Backbone layer the classifier is cut at: {', '.join(CUT_LAYERS)}.")]
+        = DEFAULT_CUT,
     baseline: Annotated[bool, typer.Option(
-        help="Also train the classifier from random init on the same labels.")] = False,
+        help="Also measure the baselines on the same labels and test images: SSL linear "
+             "probe, from scratch, random-init probe, colour histogram.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for splits, sampling and initialisation.")] = 0,
     mixed_precision: Annotated[bool, typer.Option(
         help="mixed_float16 policy (GPUs); the softmax stays float32.")] = False,
@@ -80,13 +92,14 @@ def train(
                               f"{', '.join('--' + g.replace('_', '-') for g in given)}.")
     else:
         config = TrainConfig(
-            data=data, unlabeled=unlabeled, classes=_split_classes(classes),
+            data=data, unlabeled=unlabeled, classes=split_classes(classes),
             pretext_classes=pretext_classes, labels_per_class=labels_per_class,
             demo_per_class=demo_per_class, image_size=image_size, width=width,
             backbone_weights=backbone_weights, bn_momentum=bn_momentum,
             rotations=rotations, batch_size=batch_size, pretext_epochs=pretext_epochs,
             finetune_epochs=finetune_epochs, learning_rate=learning_rate, patience=patience,
-            lr_patience=lr_patience, freeze=freeze, baseline=baseline, seed=seed,
+            lr_patience=lr_patience, freeze=freeze, schedule=schedule,
+            selection_fraction=selection_fraction, cut=cut, baseline=baseline, seed=seed,
             mixed_precision=mixed_precision)
     from edge_ssl.rundir import create_run_dir, new_run_name, point_latest, resolve_run
     from edge_ssl.train.sources import Source, load_source
@@ -94,7 +107,7 @@ def train(
     source: Source | None = None
     if resume is not None:
         run = resolve_run(resume)
-        config = _load_config(run)
+        config = load_run_config(run)
         point_latest(run)
         console.print(f"Resuming {run}")
     else:
@@ -105,7 +118,7 @@ def train(
     from edge_ssl.train.run import train as run_training
 
     report = run_training(config, run, source=source, resume=resume is not None)
-    _print_summary(run, report)
+    print_summary(run, report)
 
 
 def _given_on_command_line(ctx: typer.Context, param: str) -> bool:
@@ -114,28 +127,31 @@ def _given_on_command_line(ctx: typer.Context, param: str) -> bool:
     return source is not None and source.name == "COMMANDLINE"
 
 
-def _load_config(run: Path) -> TrainConfig:
-    from edge_ssl.contract import CONFIG_FILE
-
-    try:
-        return TrainConfig.from_json((run / CONFIG_FILE).read_text())
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RunDirError(f"{run / CONFIG_FILE}: unreadable ({exc}); this run cannot be "
-                          "resumed, start a new one.") from None
-
-
-def _print_summary(run: Path, report: dict[str, object]) -> None:
+def print_summary(run: Path, report: dict[str, Any]) -> None:
     from rich.table import Table
 
+    protocol = report.get("protocol", {})
     table = Table(title=f"edge-ssl train — {run}")
-    table.add_column("stage")
-    table.add_column("held-out accuracy", justify="right")
+    table.add_column("stage / method")
+    table.add_column("accuracy [95 % CI]", justify="right")
+    table.add_column("n", justify="right")
     table.add_column("epochs", justify="right")
     table.add_column("images/s", justify="right")
-    for stage in ("pretext", "finetune", "baseline"):
-        result = report.get(stage)
-        if isinstance(result, dict):
-            table.add_row(stage, f"{result['val_accuracy']:.3f}", str(result["epochs_run"]),
-                          f"{result['images_per_second']:.0f}")
+    rows: list[tuple[str, dict[str, Any]]] = []
+    if "heldout_rotation" in report.get("pretext", {}):
+        rows.append(("pretext: held-out rotation", report["pretext"]))
+    rows += [(result["title"], result) for result in report.get("methods", {}).values()]
+    for title, result in rows:
+        accuracy = result.get("test") or result["heldout_rotation"]
+        low, high = accuracy["ci95"]
+        cell = f"{accuracy['percent']:.1f}% [{low:.1f}–{high:.1f}]"
+        if result.get("collapsed"):
+            cell = f"did not learn ({cell})"
+        table.add_row(title, cell, str(accuracy["n"]), str(result.get("epochs_run", "")),
+                      f"{result['images_per_second']:.0f}" if "images_per_second" in result
+                      else "")
     console.print(table)
+    if protocol:
+        console.print(f"Test images: {protocol['test_set']}; fine-tune schedule: "
+                      f"{protocol['schedule']}, cut at {protocol['cut']}.")
     console.print(f"Artifacts in {run}; next: edge-ssl export {run}")

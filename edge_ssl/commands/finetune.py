@@ -1,0 +1,79 @@
+"""`edge-ssl finetune RUN`: a new classifier from an existing run's pretext, without redoing it."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edge_ssl.console import console, user_errors
+from edge_ssl.train.config import Freeze, Schedule, load_run_config
+from edge_ssl.train.layers import CUT_LAYERS, DEFAULT_CUT
+
+
+@user_errors
+def finetune(
+    run: Annotated[Path, typer.Argument(
+        help="Run whose pretext.keras to start from.", show_default=False)],
+    classes: Annotated[str | None, typer.Option(
+        help="Fine-tune classes, comma-separated (wnids, words of words.txt, folder names); "
+             "default: the data's default classes.", show_default=False)] = None,
+    data: Annotated[Path | None, typer.Option(
+        help="Labelled data; default: the pretext run's --data.", show_default=False)] = None,
+    labels_per_class: Annotated[int | None, typer.Option(
+        help="Keep only N labelled images per class (seeded).")] = None,
+    finetune_epochs: Annotated[int, typer.Option(help="Most fine-tune epochs.")] = 40,
+    learning_rate: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    schedule: Annotated[Schedule, typer.Option(
+        help="early-stopping on a selection split, fixed cosine decay, or auto.")]
+        = Schedule.auto,
+    selection_fraction: Annotated[float, typer.Option(
+        help="Share of each class's labelled images in the selection split.")] = 0.2,
+    cut: Annotated[str, typer.Option(
+        help=f"Backbone layer the classifier is cut at: {', '.join(CUT_LAYERS)}.")]
+        = DEFAULT_CUT,
+    freeze: Annotated[Freeze, typer.Option(
+        help="backbone: train only the head.")] = Freeze.none,
+    baseline: Annotated[bool, typer.Option(
+        help="Also measure the baselines (probes, from scratch, colour histogram).")] = False,
+    seed: Annotated[int, typer.Option(help="Seed for label sampling and initialisation.")] = 0,
+    runs_dir: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
+    name: Annotated[str | None, typer.Option(
+        help="New run's name; default: a UTC timestamp.", show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run of that name.")]
+        = False,
+    verbose: Annotated[bool, typer.Option(help="Show TensorFlow's own log lines.")] = False,
+) -> None:
+    """Fine-tune an existing run's rotation-pretrained backbone on other classes or labels.
+
+    Writes a new run directory (pretext.keras copied, classifier.keras trained) that
+    `edge-ssl export` takes like any other; the pretext run is left untouched.
+    """
+    from edge_ssl.commands.train import print_summary, split_classes
+    from edge_ssl.contract import PRETEXT_MODEL
+    from edge_ssl.errors import RunDirError
+    from edge_ssl.quiet import import_tensorflow
+    from edge_ssl.rundir import create_run_dir, new_run_name, resolve_run
+    from edge_ssl.train.sources import load_source
+
+    pretext_run = resolve_run(run)
+    if not (pretext_run / PRETEXT_MODEL).is_file():
+        raise RunDirError(f"{pretext_run / PRETEXT_MODEL} is missing: the pretext of that run "
+                          f"has not finished; continue it with `edge-ssl train --resume {run}`.")
+    earlier = load_run_config(pretext_run)
+    config = replace(
+        earlier, data=data if data is not None else earlier.data,
+        classes=split_classes(classes), labels_per_class=labels_per_class,
+        finetune_epochs=finetune_epochs, learning_rate=learning_rate, schedule=schedule,
+        selection_fraction=selection_fraction, cut=cut, freeze=freeze, baseline=baseline,
+        seed=seed, pretext_from=pretext_run)
+    source = load_source(config)  # bad data fails before a run directory is created
+    new_run = create_run_dir(runs_dir, name or new_run_name(), overwrite)
+    console.print(f"Run directory: {new_run} (pretext from {pretext_run})")
+    import_tensorflow(verbose)
+    from edge_ssl.train.run import train as run_training
+
+    report = run_training(config, new_run, source=source)
+    print_summary(new_run, report)

@@ -1,0 +1,108 @@
+"""`edge-ssl study RUN`: does the pretext save labels? Every method over label budgets and seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from edge_ssl.console import console, user_errors
+from edge_ssl.train.config import Schedule
+from edge_ssl.train.layers import CUT_LAYERS, DEFAULT_CUT
+from edge_ssl.train.study import DEFAULT_BUDGETS, METHOD_NAMES
+
+
+@user_errors
+def study(
+    run: Annotated[Path, typer.Argument(
+        help="Run whose pretext.keras every SSL method starts from.", show_default=False)],
+    classes: Annotated[str | None, typer.Option(
+        help="Classes of the task, comma-separated; default: the data's default classes.",
+        show_default=False)] = None,
+    data: Annotated[Path | None, typer.Option(
+        help="Labelled data; default: the pretext run's --data.", show_default=False)] = None,
+    budgets: Annotated[str, typer.Option(
+        help="Labelled images per class, comma-separated; 'all' for every one.")]
+        = ",".join(map(str, DEFAULT_BUDGETS)),
+    seeds: Annotated[int, typer.Option(help="Seeds per budget (label samples, inits).")] = 3,
+    methods: Annotated[str, typer.Option(help="Methods to run, comma-separated.")]
+        = ",".join(METHOD_NAMES),
+    schedule: Annotated[Schedule, typer.Option(
+        help="Fine-tune schedule of every cell; fixed trains the same way at every budget.")]
+        = Schedule.fixed,
+    cut: Annotated[str, typer.Option(
+        help=f"Backbone layer cut for fine-tunes and probes: {', '.join(CUT_LAYERS)}.")]
+        = DEFAULT_CUT,
+    finetune_epochs: Annotated[int, typer.Option(help="Epochs of each network method.")] = 40,
+    learning_rate: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    name: Annotated[str | None, typer.Option(
+        help="Study folder name under RUN/studies; default: the classes.",
+        show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a study of that name.")] = False,
+    resume: Annotated[bool, typer.Option(
+        help="Continue an interrupted study of that name with its saved options.")] = False,
+    verbose: Annotated[bool, typer.Option(help="Show TensorFlow's own log lines.")] = False,
+) -> None:
+    """For each budget and seed: SSL fine-tune, SSL linear probe, from scratch, random-init
+    probe and colour histogram on the same labels and test images; writes study.json and
+    label_efficiency.png under RUN/studies/NAME/."""
+    from edge_ssl.commands.train import split_classes
+    from edge_ssl.contract import PRETEXT_MODEL
+    from edge_ssl.errors import RunDirError
+    from edge_ssl.quiet import import_tensorflow
+    from edge_ssl.rundir import resolve_run
+    from edge_ssl.train.study import (
+        STUDY_FILE,
+        STUDY_PNG,
+        StudyConfig,
+        parse_budget,
+        prepare,
+        run_study,
+        study_dir,
+    )
+
+    pretext_run = resolve_run(run)
+    if not (pretext_run / PRETEXT_MODEL).is_file():
+        raise RunDirError(f"{pretext_run / PRETEXT_MODEL} is missing: finish that run first "
+                          f"(`edge-ssl train --resume {run}`).")
+    chosen = split_classes(classes)
+    config = StudyConfig(
+        run=pretext_run, data=data, classes=chosen,
+        budgets=tuple(parse_budget(b) for b in budgets.split(",") if b.strip()),
+        seeds=seeds, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+        schedule=schedule, cut=cut, finetune_epochs=finetune_epochs,
+        learning_rate=learning_rate)
+    out = study_dir(pretext_run, name or ("-".join(chosen) if chosen else "default"))
+    config = prepare(config, out, overwrite=overwrite, resume=resume)
+    console.print(f"Study folder: {out}")
+    import_tensorflow(verbose)
+    result = run_study(config, out, log=console.print)
+    _print_table(result)
+    console.print(f"Wrote {out / STUDY_FILE} and {out / STUDY_PNG}")
+
+
+def _print_table(result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    from edge_ssl.train.methods import TITLES
+
+    summary = result["summary"]
+    budgets = list(next(iter(summary.values())).keys())
+    table = Table(title=f"{' vs '.join(result['labels'])}: test accuracy %, mean ± s.d. over "
+                        f"seeds (n = {result['test_images']} test images each)")
+    table.add_column("method")
+    for budget in budgets:
+        table.add_column(f"{budget}/class", justify="right")
+    for method, rows in summary.items():
+        cells = []
+        for budget in budgets:
+            row = rows[budget]
+            text = "—" if row["mean"] is None else f"{row['mean']:.1f}"
+            if row["std"] is not None:
+                text += f" ± {row['std']:.1f}"
+            if row["collapsed"]:
+                text += f" ({row['collapsed']} did not learn)"
+            cells.append(text)
+        table.add_row(TITLES[method], *cells)
+    console.print(table)

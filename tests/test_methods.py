@@ -1,0 +1,150 @@
+"""The fine-tune's baselines, the kNN monitor and the study, on tiny generated data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+from edge_ssl.train import demo_data, methods, probe  # noqa: E402
+from edge_ssl.train.model import ModelSpec, build_model  # noqa: E402
+from edge_ssl.train.monitor import KnnMonitor  # noqa: E402
+
+SPEC = ModelSpec(image_size=32, width=0.35, bn_momentum=0.9)
+SETTINGS = methods.FitSettings(cut="block_9_add", epochs=2, learning_rate=1e-3, patience=5,
+                               lr_patience=2, batch_size=8, freeze_backbone=False, seed=0)
+
+
+@pytest.fixture(scope="module")
+def task() -> methods.Labelled:
+    """Demo ducks and fish: 12 labelled images per class, 10 test images per class."""
+    x, y = demo_data.generate(12, seed=1, image_size=32)
+    test_x, test_y = demo_data.generate(10, seed=2, image_size=32)
+    return methods.Labelled(fit=tf.data.Dataset.from_tensor_slices((x, y)).cache(),
+                            fit_size=len(y), selection=None, test=(test_x, test_y),
+                            num_classes=2)
+
+
+def test_colour_histogram_sums_to_one_and_separates_colours() -> None:
+    red = np.zeros((3, 8, 8, 3), np.uint8)
+    red[..., 0] = 250
+    hist = probe.colour_histogram(np.concatenate([red, 255 - red]))
+    assert hist.shape == (6, 64)
+    np.testing.assert_allclose(hist.sum(axis=1), 1.0)
+    predicted = probe.linear_probe(hist, np.array([0, 0, 0, 1, 1, 1]), hist)
+    assert predicted.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_knn_leave_one_out_never_counts_the_image_itself() -> None:
+    # Each point's nearest other point has the opposite label: LOO must get every one wrong,
+    # while counting itself (k=1, no LOO) would get every one right.
+    features = np.array([[1.0, 0.0], [0.99, 0.1], [0.0, 1.0], [0.1, 0.99]])
+    labels = np.array([0, 1, 0, 1])
+    assert (probe.knn_predict(features, labels, features, k=1) == labels).all()
+    loo = probe.knn_predict(features, labels, features, k=1, leave_one_out=True)
+    assert (loo != labels).all()
+
+
+def test_every_method_runs_and_reports_an_interval(task: methods.Labelled) -> None:
+    pretext = build_model(SPEC, 4, "pretext")
+    results = methods.run_in_memory(methods.METHODS, pretext, SPEC, task, SETTINGS)
+    assert list(results) == list(methods.METHODS)
+    for result in results.values():
+        low, high = result.test.ci95
+        assert result.test.n == 20 and low <= result.test.percent <= high
+        assert result.model is None  # a study keeps numbers, not networks
+    for method in methods.TRAINED:
+        assert results[method].stage is not None
+        assert results[method].stage.schedule == "fixed"
+        assert results[method].stage.epochs_run == 2
+
+
+def test_fine_tune_starts_from_the_pretext_and_scratch_does_not(task: methods.Labelled,
+                                                                  tmp_path: Path) -> None:
+    pretext = build_model(SPEC, 4, "pretext")
+    conv = pretext.get_layer("backbone").get_layer("Conv1")
+    before = conv.get_weights()[0].copy()
+    tuned = methods.train_network(methods.SSL_FINETUNE, pretext, task, SETTINGS,
+                                  tmp_path / "a.csv", tmp_path / "a")
+    assert tuned.model is not None
+    assert tuned.model.get_layer("backbone").get_layer("Conv1") is conv  # shared, then trained
+    assert not np.allclose(conv.get_weights()[0], before)
+    fresh = methods.random_init_network(SPEC, seed=5)
+    scratch = methods.train_network(methods.SCRATCH, fresh, task, SETTINGS,
+                                    tmp_path / "b.csv", tmp_path / "b")
+    assert scratch.model is not None
+    scratch_conv = scratch.model.get_layer("backbone").get_layer("Conv1").get_weights()[0]
+    assert not np.allclose(scratch_conv, conv.get_weights()[0])
+
+
+def test_collapsed_network_is_flagged_not_scored(task: methods.Labelled, tmp_path: Path) -> None:
+    pretext = build_model(SPEC, 4, "pretext")
+
+    class Collapse(keras.callbacks.Callback):
+        """Drives the head to one class, as a network whose BatchNorm is broken would."""
+
+        def on_train_end(self, logs: dict | None = None) -> None:
+            head = self.model.get_layer("head")
+            kernel, bias = head.get_weights()
+            head.set_weights([np.zeros_like(kernel), np.array([5.0, -5.0], np.float32)])
+
+    result = methods.train_network(methods.SCRATCH, pretext, task, SETTINGS, tmp_path / "c.csv",
+                                   tmp_path / "c", extra_callbacks=[Collapse()])
+    assert result.collapsed
+
+
+def test_knn_monitor_follows_the_backbone_weights() -> None:
+    x, y = demo_data.generate(20, seed=3, image_size=32)
+    model = build_model(SPEC, 4, "pretext")
+    monitor = KnnMonitor(x, y, "block_9_add", k=5)
+    monitor.set_model(model)
+    logs: dict[str, float] = {}
+    monitor.on_epoch_end(0, logs)
+    first = logs["knn_accuracy"]
+    assert 0.0 <= first <= 1.0
+    features_before = probe.extract(probe.feature_extractor(model, "block_9_add"), x)
+    rng = np.random.default_rng(0)
+    for layer in model.get_layer("backbone").layers:
+        if layer.weights and layer.name.startswith("block_"):
+            layer.set_weights([rng.normal(size=w.shape).astype(np.float32) if w.ndim > 1
+                               else w for w in layer.get_weights()])
+    features_after = probe.extract(probe.feature_extractor(model, "block_9_add"), x)
+    assert not np.allclose(features_before, features_after)
+    monitor.on_epoch_end(1, logs)
+    assert monitor._extractor is not None  # reused: it follows the shared weights
+    assert np.allclose(probe.extract(monitor._extractor, x), features_after)
+
+
+def test_study_writes_every_cell_and_the_plot(tmp_path: Path) -> None:
+    from edge_ssl.rundir import create_run_dir
+    from edge_ssl.train.config import TrainConfig
+    from edge_ssl.train.run import train
+    from edge_ssl.train.study import STUDY_FILE, STUDY_PNG, StudyConfig, prepare, run_study
+
+    run = create_run_dir(tmp_path / "runs", "pre", overwrite=False)
+    train(TrainConfig(demo_per_class=16, image_size=32, width=0.35, batch_size=8,
+                      pretext_epochs=1, finetune_epochs=1), run)
+    config = StudyConfig(run=run, budgets=(2, 4), seeds=2, finetune_epochs=1,
+                         methods=("ssl_finetune", "ssl_probe", "colour"))
+    out = run / "studies" / "s"
+    run_study(prepare(config, out, overwrite=False, resume=False), out)
+    study = json.loads((out / STUDY_FILE).read_text())
+    assert (out / STUDY_PNG).stat().st_size > 0
+    assert sorted((c["seed"], c["budget"]) for c in study["cells"]) == [
+        (0, "2"), (0, "4"), (1, "2"), (1, "4")]
+    assert study["test_images"] == 8 and study["complete"]
+    assert set(study["summary"]) == {"ssl_finetune", "ssl_probe", "colour"}
+    row = study["summary"]["colour"]["4"]
+    assert row["labels_per_class"] == 4 and row["seeds"] + row["collapsed"] == 2
+    # Resuming a finished study runs nothing again; an existing one is never replaced silently.
+    from edge_ssl.errors import RunDirError
+
+    resumed = prepare(config, out, overwrite=False, resume=True)
+    assert run_study(resumed, out)["cells"] == study["cells"]
+    with pytest.raises(RunDirError, match="already exists; pass --resume"):
+        prepare(config, out, overwrite=False, resume=False)

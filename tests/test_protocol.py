@@ -1,0 +1,56 @@
+"""The measurement protocol: test images never steer training, every accuracy has n and a CI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_ssl.stats import Rate, wilson_interval
+from edge_ssl.train.config import Schedule, TrainConfig
+from edge_ssl.train.sources import ImageSet, load_source, split_selection
+
+
+def test_wilson_interval_matches_known_values() -> None:
+    low, high = wilson_interval(81, 100)
+    assert (round(low, 4), round(high, 4)) == (0.7222, 0.8749)
+    assert wilson_interval(0, 10)[0] == 0.0 and 0.27 < wilson_interval(0, 10)[1] < 0.28
+    assert wilson_interval(10, 10)[1] == 1.0
+    rate = Rate.of(np.array([0, 1, 1, 0]) == np.array([0, 1, 0, 0]))
+    assert (rate.percent, rate.n) == (75.0, 4) and rate.ci95[0] < 75.0 < rate.ci95[1]
+
+
+def test_selection_split_is_stratified_disjoint_and_seeded() -> None:
+    labels = np.repeat([0, 1, 2], [50, 20, 6])
+    images = ImageSet(paths=tuple(Path(f"{i}.png") for i in range(len(labels))), labels=labels)
+    fit, selection = split_selection(images, 0.2, seed=3)
+    assert not set(fit.paths) & set(selection.paths)
+    assert len(fit) + len(selection) == len(images)
+    assert np.bincount(selection.labels).tolist() == [10, 4, 1]
+    again, _ = split_selection(images, 0.2, seed=3)
+    assert again.paths == fit.paths
+    other, _ = split_selection(images, 0.2, seed=4)
+    assert other.paths != fit.paths
+
+
+def test_tiny_imagenet_test_images_never_reach_training_or_selection(
+        tiny_imagenet_mini: Path) -> None:
+    source = load_source(TrainConfig(data=tiny_imagenet_mini, labels_per_class=30))
+    fit, selection = split_selection(source.train, 0.2, seed=0)
+    test = set(source.test.paths)
+    assert test and all("/val/images/" in str(p) for p in test)
+    assert not test & set(fit.paths) and not test & set(selection.paths)
+    assert not test & set(source.pretext.paths)
+    assert np.bincount(selection.labels).tolist() == [6, 6]
+
+
+def test_auto_schedule_early_stops_only_with_enough_selection_images() -> None:
+    pytest.importorskip("tensorflow")
+    from edge_ssl.train.run import resolve_schedule
+
+    config = TrainConfig()
+    assert resolve_schedule(config, np.repeat([0, 1], [50, 50])) is Schedule.early_stopping
+    assert resolve_schedule(config, np.repeat([0, 1], [50, 47])) is Schedule.fixed
+    assert resolve_schedule(TrainConfig(schedule=Schedule.fixed),
+                            np.repeat([0, 1], [500, 500])) is Schedule.fixed

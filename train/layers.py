@@ -1,0 +1,13 @@
+"""Where a classifier may cut MobileNetV2: the residual outputs of its stages, and its end.
+
+Rotation features that transfer best come from the middle of the network; the last blocks
+specialise in predicting rotation (RotNet, Gidaris et al. 2018). A backbone cut earlier is also
+smaller and faster on the device. Names are those of keras.applications.MobileNetV2.
+"""
+
+from __future__ import annotations
+
+# Output stride at 64 px: block_2 16×16, block_5 8×8, block_9/12 4×4, block_15 and out_relu 2×2.
+CUT_LAYERS = ("block_2_add", "block_5_add", "block_9_add", "block_12_add", "block_15_add",
+              "out_relu")
+DEFAULT_CUT = "block_9_add"

@@ -1,0 +1,163 @@
+"""Five ways to turn the same labelled images into a classifier, measured on the same test images.
+
+A sceptic's question for each: (a) `ssl_finetune` — what the kit ships; (b) `ssl_probe` — do the
+frozen pretext features alone separate the classes; (c) `scratch` — what the labels buy without
+the pretext, same architecture; (d) `random_probe` — the same probe on a random-init backbone:
+did the pretext learn anything at all; (e) `colour` — is a colour histogram already enough.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from edge_ssl.stats import Rate
+from edge_ssl.train import pipeline, probe
+from edge_ssl.train.model import ModelSpec, build_classifier, build_model
+from edge_ssl.train.stages import StageResult, fit_stage
+
+SSL_FINETUNE, SSL_PROBE, SCRATCH, RANDOM_PROBE, COLOUR = (
+    "ssl_finetune", "ssl_probe", "scratch", "random_probe", "colour")
+METHODS = (SSL_FINETUNE, SSL_PROBE, SCRATCH, RANDOM_PROBE, COLOUR)
+TITLES = {SSL_FINETUNE: "SSL fine-tune", SSL_PROBE: "SSL linear probe", SCRATCH: "from scratch",
+          RANDOM_PROBE: "random-init probe", COLOUR: "colour histogram"}
+TRAINED = (SSL_FINETUNE, SCRATCH)  # the methods that fit a network (and can be saved)
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """One task's images: `fit` trains, `selection` (optional) steers the schedule, `test` is
+    measured once. Pixels are uint8 `[N, S, S, 3]`, labels int64 `[N]`."""
+
+    fit: tf.data.Dataset  # unbatched (pixels, label) pairs, decoded and cached
+    fit_size: int
+    selection: tuple[np.ndarray, np.ndarray] | None
+    test: tuple[np.ndarray, np.ndarray]
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How a network method trains: the fine-tune options of TrainConfig."""
+
+    cut: str
+    epochs: int
+    learning_rate: float
+    patience: int
+    lr_patience: int
+    batch_size: int
+    freeze_backbone: bool
+    seed: int
+    verbose: int = 0
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    """A method's test accuracy, and for network methods how the training went."""
+
+    method: str
+    test: Rate  # correct test predictions, with the 95 % interval
+    stage: StageResult | None = None
+    model: keras.Model | None = None
+    collapsed: bool = False  # predicted one class for every test image
+
+
+def labelled_probe_data(data: Labelled) -> tuple[np.ndarray, np.ndarray]:
+    """All labelled training pixels (fit + selection) for the probes, which pick their own
+    regularisation by leave-one-out and so need no selection split."""
+    batches = [(x.numpy(), y.numpy()) for x, y in data.fit.batch(512)]
+    pixels = np.concatenate([b[0] for b in batches])
+    labels = np.concatenate([b[1] for b in batches])
+    if data.selection is not None:
+        pixels = np.concatenate([pixels, data.selection[0]])
+        labels = np.concatenate([labels, data.selection[1]])
+    return pixels, labels
+
+
+def colour_floor(data: Labelled) -> MethodResult:
+    pixels, labels = labelled_probe_data(data)
+    test_x, test_y = data.test
+    predicted = probe.linear_probe(probe.colour_histogram(pixels), labels,
+                                   probe.colour_histogram(test_x))
+    return MethodResult(COLOUR, Rate.of(predicted == test_y))
+
+
+def probe_backbone(method: str, model: keras.Model, cut: str, data: Labelled) -> MethodResult:
+    """A ridge probe on the frozen, pooled features of `model`'s backbone at `cut`."""
+    pixels, labels = labelled_probe_data(data)
+    test_x, test_y = data.test
+    extractor = probe.feature_extractor(model, cut)
+    predicted = probe.linear_probe(probe.extract(extractor, pixels), labels,
+                                   probe.extract(extractor, test_x))
+    return MethodResult(method, Rate.of(predicted == test_y))
+
+
+def random_init_network(spec: ModelSpec, seed: int) -> keras.Model:
+    """The pretext architecture at random initialisation (seeded), never with loaded weights."""
+    keras.utils.set_random_seed(seed)
+    return build_model(replace(spec, load_weights=False), 4, "random_init")
+
+
+def train_network(method: str, source: keras.Model, data: Labelled, settings: FitSettings,
+                  history_path: Path, checkpoint_dir: Path,
+                  extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> MethodResult:
+    """Fit a classifier cut from `source` (the pretext network, or a random-init one for the
+    from-scratch baseline) and measure it on the test images."""
+    keras.utils.set_random_seed(settings.seed)
+    model = build_classifier(source, settings.cut, data.num_classes,
+                             freeze_backbone=settings.freeze_backbone and method == SSL_FINETUNE)
+    train = pipeline.labelled_train_dataset(data.fit, settings.batch_size, settings.seed,
+                                            data.fit_size)
+    selection = (pipeline.labelled_eval_dataset(*data.selection, settings.batch_size)
+                 if data.selection is not None else None)
+    stage = fit_stage(
+        model, train, selection, epochs=settings.epochs, learning_rate=settings.learning_rate,
+        patience=settings.patience, lr_patience=settings.lr_patience,
+        samples_per_batch=settings.batch_size, history_path=history_path,
+        checkpoint_dir=checkpoint_dir, verbose=settings.verbose,
+        extra_callbacks=extra_callbacks)
+    test_x, test_y = data.test
+    predicted = predict_classes(model, test_x)
+    # One class for every test image is a network that did not learn (or BatchNorm statistics
+    # that do not match its weights): flagged, so that it is reported as a failure, not a score.
+    collapsed = data.num_classes > 1 and len(np.unique(predicted)) == 1
+    return MethodResult(method, Rate.of(predicted == test_y), stage, model, collapsed)
+
+
+def predict_classes(model: keras.Model, pixels: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Class indices for uint8 `[N, S, S, 3]`, in inference mode."""
+    return np.concatenate([np.asarray(model(pixels[i:i + batch], training=False)).argmax(1)
+                           for i in range(0, len(pixels), batch)])
+
+
+def run_in_memory(methods: Sequence[str], pretext: keras.Model, spec: ModelSpec,
+                  data: Labelled, settings: FitSettings) -> dict[str, MethodResult]:
+    """Every method of `methods` on `data`, for a study cell: nothing is written to disk but
+    Keras' own scratch files, in a temporary folder."""
+    results: dict[str, MethodResult] = {}
+    scratch_dir = Path(tempfile.mkdtemp(prefix="edge-ssl-cell-"))
+    try:
+        for method in methods:
+            if method == COLOUR:
+                results[method] = colour_floor(data)
+            elif method == SSL_PROBE:
+                results[method] = probe_backbone(method, pretext, settings.cut, data)
+            elif method == RANDOM_PROBE:
+                results[method] = probe_backbone(
+                    method, random_init_network(spec, settings.seed + 1), settings.cut, data)
+            else:
+                source = (pretext if method == SSL_FINETUNE
+                          else random_init_network(spec, settings.seed + 1))
+                result = train_network(method, source, data, settings,
+                                       scratch_dir / f"{method}.csv", scratch_dir / method)
+                results[method] = replace(result, model=None)
+    finally:
+        shutil.rmtree(scratch_dir, ignore_errors=True)
+    return results

@@ -1,0 +1,257 @@
+"""`edge-ssl study`: does the pretext save labels? Every method, several label budgets and seeds.
+
+One pretext (an existing run), then for each seed and each budget of labelled images per class
+the five methods of edge_ssl.train.methods on the same labelled images and the same test images.
+Budgets are nested per seed (the 10 images of a class include its 5), so the curves compare
+like with like. Cells are saved as they finish: an interrupted study continues with --resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_ssl.atomic import write_json
+from edge_ssl.errors import ConfigError, RunDirError
+from edge_ssl.train.config import Schedule, load_run_config
+from edge_ssl.train.layers import CUT_LAYERS, DEFAULT_CUT
+from edge_ssl.train.sources import ImageSet, split_selection
+
+STUDIES_DIR = "studies"
+STUDY_CONFIG = "study_config.json"
+STUDY_FILE = "study.json"
+STUDY_PNG = "label_efficiency.png"
+DEFAULT_BUDGETS = (5, 10, 25, 50, 100)
+METHOD_NAMES = ("ssl_finetune", "ssl_probe", "scratch", "random_probe", "colour")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Every option of `edge-ssl study`; `budgets` holds labels per class, None meaning all."""
+
+    run: Path
+    data: Path | None = None
+    classes: tuple[str, ...] = ()
+    budgets: tuple[int | None, ...] = DEFAULT_BUDGETS
+    seeds: int = 3
+    methods: tuple[str, ...] = METHOD_NAMES
+    schedule: Schedule = Schedule.fixed
+    selection_fraction: float = 0.2
+    cut: str = DEFAULT_CUT
+    finetune_epochs: int = 40
+    learning_rate: float = 1e-3
+
+    def __post_init__(self) -> None:
+        def bad(option: str, value: Any, allowed: str) -> ConfigError:
+            return ConfigError(f"--{option} {value} is not allowed: {allowed}.")
+
+        if not self.budgets or any(b is not None and b < 1 for b in self.budgets):
+            raise bad("budgets", ",".join(map(_budget_text, self.budgets)) or "''",
+                      "use labels per class of 1 or more, or 'all', e.g. 5,10,25,50,100")
+        if len(set(self.budgets)) != len(self.budgets):
+            raise bad("budgets", ",".join(map(_budget_text, self.budgets)), "list each once")
+        if self.seeds < 1:
+            raise bad("seeds", self.seeds, "use 1 or more (3 or more to report a spread)")
+        unknown = [m for m in self.methods if m not in METHOD_NAMES]
+        if unknown or not self.methods:
+            raise bad("methods", ",".join(self.methods) or "''",
+                      f"choose from {', '.join(METHOD_NAMES)}")
+        if self.cut not in CUT_LAYERS:
+            raise bad("cut", self.cut, f"use one of {', '.join(CUT_LAYERS)}")
+        if self.finetune_epochs < 1:
+            raise bad("finetune-epochs", self.finetune_epochs, "use 1 or more")
+        if self.learning_rate <= 0:
+            raise bad("learning-rate", self.learning_rate, "use a positive value such as 1e-3")
+        if not 0.0 < self.selection_fraction < 1.0:
+            raise bad("selection-fraction", self.selection_fraction, "use a fraction in (0, 1)")
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out.update(run=str(self.run), data=str(self.data) if self.data else None,
+                   classes=list(self.classes), budgets=[_budget_text(b) for b in self.budgets],
+                   methods=list(self.methods), schedule=self.schedule.value)
+        return out
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> StudyConfig:
+        return cls(run=Path(values["run"]),
+                   data=Path(values["data"]) if values.get("data") else None,
+                   classes=tuple(values["classes"]),
+                   budgets=tuple(parse_budget(b) for b in values["budgets"]),
+                   seeds=values["seeds"], methods=tuple(values["methods"]),
+                   schedule=Schedule(values["schedule"]),
+                   selection_fraction=values["selection_fraction"], cut=values["cut"],
+                   finetune_epochs=values["finetune_epochs"],
+                   learning_rate=values["learning_rate"])
+
+
+def parse_budget(text: str | int | None) -> int | None:
+    """'all' → None (every labelled image), otherwise labels per class."""
+    if text is None or str(text).strip().lower() == "all":
+        return None
+    try:
+        return int(str(text).strip())
+    except ValueError:
+        raise ConfigError(f"--budgets {text} is not allowed: use whole numbers or 'all', "
+                          "e.g. 5,10,25,50,100,all.") from None
+
+
+def _budget_text(budget: int | None) -> str:
+    return "all" if budget is None else str(budget)
+
+
+def study_dir(run: Path, name: str) -> Path:
+    return run / STUDIES_DIR / name
+
+
+def prepare(config: StudyConfig, out: Path, overwrite: bool, resume: bool) -> StudyConfig:
+    """Create (or reopen with `resume`) the study folder; returns the config to run with.
+
+    Raises:
+        RunDirError: the folder exists and neither `overwrite` nor `resume` was given, or
+            `resume` finds no study there.
+    """
+    import shutil
+
+    saved = out / STUDY_CONFIG
+    if resume:
+        if not saved.is_file():
+            raise RunDirError(f"{out}: no study to resume here; start one without --resume.")
+        return StudyConfig.from_json(json.loads(saved.read_text()))
+    if out.exists():
+        if not overwrite:
+            raise RunDirError(f"{out} already exists; pass --resume to continue it, "
+                              "--overwrite to replace it, or --name to pick another name.")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    write_json(saved, config.to_json())
+    return config
+
+
+def run_study(config: StudyConfig, out: Path,
+              log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Run every missing cell of the study into `out`; returns study.json's content."""
+    import keras
+
+    from edge_ssl import contract as C
+    from edge_ssl.train import methods, pipeline, plots
+    from edge_ssl.train.model import load_model
+    from edge_ssl.train.run import TEST_SETS, scratch_spec
+    from edge_ssl.train.sources import load_source
+
+    run_config = load_run_config(config.run)
+    task_config = dataclasses.replace(
+        run_config, data=config.data if config.data is not None else run_config.data,
+        classes=config.classes, labels_per_class=None)
+    source = load_source(task_config)
+    skipped = pipeline.SkippedFiles()
+    size = run_config.image_size
+    train_px, train_y = pipeline.decode_eagerly(source.train, size, skipped, "labelled")
+    test_px, test_y = pipeline.decode_eagerly(source.test, size, skipped, "test")
+    assert train_y is not None and test_y is not None  # labelled sets carry labels
+    pretext = load_model(config.run / C.PRETEXT_MODEL)
+    spec = scratch_spec(run_config)
+    previous = json.loads((out / STUDY_FILE).read_text()) if (out / STUDY_FILE).exists() else {}
+    cells: list[dict[str, Any]] = previous.get("cells", [])
+    done = {(c["seed"], c["budget"]) for c in cells}
+    study: dict[str, Any] = {
+        "run": str(config.run), "labels": list(source.labels),
+        "test_set": TEST_SETS[source.kind], "test_images": int(len(test_y)),
+        "labelled_images_per_class": np.bincount(train_y).tolist(),
+        "skipped_files": skipped.messages, "cells": cells}
+    for seed in range(config.seeds):
+        order = _class_orders(train_y, seed)
+        for budget in config.budgets:
+            if (seed, _budget_text(budget)) in done:
+                continue
+            start = time.perf_counter()
+            chosen = np.sort(np.concatenate([o[:budget] for o in order]))
+            labelled = _task(train_px[chosen], train_y[chosen], test_px, test_y, config,
+                             len(source.labels), seed)
+            settings = methods.FitSettings(
+                cut=config.cut, epochs=config.finetune_epochs,
+                learning_rate=config.learning_rate, patience=run_config.patience,
+                lr_patience=run_config.lr_patience, batch_size=run_config.batch_size,
+                freeze_backbone=False, seed=seed)
+            results = methods.run_in_memory(config.methods, pretext, spec, labelled, settings)
+            cell = {"seed": seed, "budget": _budget_text(budget),
+                    "labels_per_class": int(np.bincount(train_y[chosen]).min()),
+                    "seconds": round(time.perf_counter() - start, 1),
+                    "results": {m: {**r.test.to_json(), "collapsed": r.collapsed,
+                                    **({"epochs_run": r.stage.epochs_run} if r.stage else {})}
+                                for m, r in results.items()}}
+            cells.append(cell)
+            study["summary"] = summarise(cells, config.methods)
+            write_json(out / STUDY_FILE, study)
+            log(_cell_line(cell))
+            keras.utils.clear_session()
+    study["summary"] = summarise(cells, config.methods)
+    study["complete"] = True
+    write_json(out / STUDY_FILE, study)
+    plots.save_label_efficiency(study["summary"], methods.TITLES,
+                                f"{' vs '.join(source.labels)} — {study['test_set']}",
+                                out / STUDY_PNG)
+    return study
+
+
+def _class_orders(labels: np.ndarray, seed: int) -> list[np.ndarray]:
+    """One seeded permutation of each class's image indices: budget b takes the first b."""
+    rng = np.random.default_rng(seed + 1)
+    return [rng.permutation(np.flatnonzero(labels == c)) for c in range(int(labels.max()) + 1)]
+
+
+def _task(pixels: np.ndarray, labels: np.ndarray, test_px: np.ndarray, test_y: np.ndarray,
+          config: StudyConfig, num_classes: int, seed: int) -> Any:
+    """One cell's Labelled data, with a selection split when the schedule early-stops."""
+    import tensorflow as tf
+
+    from edge_ssl.train.methods import Labelled
+
+    labelled = ImageSet(pixels=pixels, labels=labels)
+    selection = None
+    if config.schedule is Schedule.early_stopping:
+        labelled, chosen = split_selection(labelled, config.selection_fraction, seed)
+        selection = (chosen.pixels, chosen.labels)
+    fit = tf.data.Dataset.from_tensor_slices((labelled.pixels, labelled.labels)).cache()
+    return Labelled(fit=fit, fit_size=len(labelled), selection=selection,
+                    test=(test_px, test_y), num_classes=num_classes)
+
+
+def summarise(cells: list[dict[str, Any]], method_names: tuple[str, ...]) -> dict[str, Any]:
+    """Per method and budget: mean and standard deviation over seeds of the test accuracy (%).
+
+    A collapsed network (one class for every test image) is left out of the mean and counted
+    in `collapsed`: it is a failure to report, not an accuracy.
+    """
+    summary: dict[str, Any] = {}
+    budgets = list(dict.fromkeys(c["budget"] for c in cells))
+    for method in method_names:
+        rows = {}
+        for budget in budgets:
+            results = [c["results"][method] for c in cells
+                       if c["budget"] == budget and method in c["results"]]
+            accuracies = [r["percent"] for r in results if not r["collapsed"]]
+            per_class = [c["labels_per_class"] for c in cells if c["budget"] == budget]
+            rows[budget] = {
+                "labels_per_class": min(per_class),
+                "mean": round(float(np.mean(accuracies)), 2) if accuracies else None,
+                "std": round(float(np.std(accuracies, ddof=1)), 2) if len(accuracies) > 1
+                else None,
+                "seeds": len(accuracies), "collapsed": len(results) - len(accuracies),
+                "n_test": results[0]["n"] if results else 0}
+        summary[method] = rows
+    return summary
+
+
+def _cell_line(cell: dict[str, Any]) -> str:
+    parts = ", ".join(f"{m} {r['percent']:.1f}%" + (" (did not learn)" if r["collapsed"] else "")
+                      for m, r in cell["results"].items())
+    return (f"seed {cell['seed']}, {cell['budget']} labels per class "
+            f"({cell['seconds']:.0f} s): {parts}")
