@@ -42,6 +42,7 @@ from edge_ssl.train.sources import ImageSet, Source, load_source, split_pretext,
 from edge_ssl.train.stages import finish_stage, fit_stage
 
 CALIBRATION_IMAGES = 256  # training images kept in heldout.npz for INT8 calibration
+GATE_IMAGES = 1000  # other training images on which export decides INT8/FP16 (never test images)
 MAX_HELDOUT_PRETEXT = 2000
 MONITOR_IMAGES = 1000  # labelled images the pretext's kNN monitor measures each epoch
 MODEL_FILES = {methods.SSL_FINETUNE: C.CLASSIFIER_MODEL, methods.SCRATCH: C.BASELINE_MODEL}
@@ -191,11 +192,17 @@ def _write_heldout(run: Path, config: TrainConfig, source: Source, test_px: np.n
     else:
         _, pretext_val = split_pretext(source.pretext, config.seed)
         pretext_px, _ = pipeline.decode_eagerly(pretext_val, size, skipped, "pretext held-out")
-    calibration = source.train.take(np.random.default_rng(config.seed).permutation(
-        len(source.train))[:CALIBRATION_IMAGES])
-    calibration_px, _ = pipeline.decode_eagerly(calibration, size, skipped, "calibration")
+    order = np.random.default_rng(config.seed).permutation(len(source.train))
+    calibration_px, _ = pipeline.decode_eagerly(
+        source.train.take(order[:CALIBRATION_IMAGES]), size, skipped, "calibration")
+    # With fewer training images than both need, the gate reuses calibration images: weaker
+    # evidence, but still never the test images.
+    gate = order[CALIBRATION_IMAGES:CALIBRATION_IMAGES + GATE_IMAGES]
+    gate_px, gate_y = _decode_labelled(source.train.take(gate if len(gate) else order),
+                                       size, skipped, "gate")
     write_with(run / C.HELDOUT_FILE, lambda tmp: np.savez_compressed(tmp, **{
         C.HELDOUT_CLASSIFIER_IMAGES: test_px, C.HELDOUT_CLASSIFIER_LABELS: test_y,
+        C.HELDOUT_GATE_IMAGES: gate_px, C.HELDOUT_GATE_LABELS: gate_y,
         C.HELDOUT_PRETEXT_IMAGES: pretext_px[:MAX_HELDOUT_PRETEXT],
         C.HELDOUT_CALIBRATION_IMAGES: calibration_px}))
 
