@@ -59,7 +59,7 @@ def train(
     schedule: Annotated[Schedule, typer.Option(
         help="Fine-tune: early-stopping on a selection split carved from the labels, or "
              "fixed (cosine decay, every label trains); auto picks early-stopping when each "
-             "class gives the split at least 10 images.")] = Schedule.auto,
+             "class gives the split at least 50 images.")] = Schedule.auto,
     selection_fraction: Annotated[float, typer.Option(
         help="Share of each class's labelled images in the selection split.")] = 0.2,
     cut: Annotated[str, typer.Option(
