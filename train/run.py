@@ -210,7 +210,8 @@ def _write_heldout(run: Path, config: TrainConfig, source: Source, test_px: np.n
 def _pretext_stage(config: TrainConfig, run: Path, source: Source, report: dict[str, Any],
                    skipped: pipeline.SkippedFiles, verbosity: int,
                    extra_callbacks: list[keras.callbacks.Callback] | None) -> keras.Model:
-    """Train the rotation model, or load it: from this run when done, or from --pretext-from."""
+    """Train the rotation model, or load it: from this run when done, or from the run that
+    `edge-ssl finetune` starts from (`config.pretext_from`)."""
     pretext_path = run / C.PRETEXT_MODEL
     if config.pretext_from is not None and not pretext_path.exists():
         write_with(pretext_path, lambda tmp: shutil.copyfile(

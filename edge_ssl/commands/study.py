@@ -31,6 +31,9 @@ def study(
     schedule: Annotated[Schedule, typer.Option(
         help="Fine-tune schedule of every cell; fixed trains the same way at every budget.")]
         = Schedule.fixed,
+    selection_fraction: Annotated[float, typer.Option(
+        help="With --schedule early-stopping: share of each class's labels in the selection "
+             "split.")] = 0.2,
     cut: Annotated[str, typer.Option(
         help=f"Backbone layer cut for fine-tunes and probes: {', '.join(CUT_LAYERS)}.")]
         = DEFAULT_CUT,
@@ -71,8 +74,8 @@ def study(
         run=pretext_run, data=data, classes=chosen,
         budgets=tuple(parse_budget(b) for b in budgets.split(",") if b.strip()),
         seeds=seeds, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
-        schedule=schedule, cut=cut, finetune_epochs=finetune_epochs,
-        learning_rate=learning_rate)
+        schedule=schedule, selection_fraction=selection_fraction, cut=cut,
+        finetune_epochs=finetune_epochs, learning_rate=learning_rate)
     out = study_dir(pretext_run, name or ("-".join(chosen) if chosen else "default"))
     config = prepare(config, out, overwrite=overwrite, resume=resume)
     console.print(f"Study folder: {out}")

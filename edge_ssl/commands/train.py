@@ -85,11 +85,11 @@ def train(
     from edge_ssl.quiet import import_tensorflow
 
     if resume is not None:
-        given = [p for p in ctx.params if p not in ("resume", "verbose")
-                 and _given_on_command_line(ctx, p)]
+        given = [p.opts[0] for p in ctx.command.params if p.name not in ("resume", "verbose")
+                 and p.name is not None and _given_on_command_line(ctx, p.name)]
         if given:
             raise RunDirError(f"--resume continues with the run's saved options; drop "
-                              f"{', '.join('--' + g.replace('_', '-') for g in given)}.")
+                              f"{', '.join(given)}.")
     else:
         config = TrainConfig(
             data=data, unlabeled=unlabeled, classes=split_classes(classes),
