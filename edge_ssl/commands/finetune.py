@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from edge_ssl.console import console, user_errors
+from edge_ssl.help_format import DATA, OUTPUT, TRAINING
 from edge_ssl.train.config import Freeze, Schedule, load_run_config
 from edge_ssl.train.layers import CUT_LAYERS, DEFAULT_CUT
 
@@ -16,35 +17,51 @@ from edge_ssl.train.layers import CUT_LAYERS, DEFAULT_CUT
 @user_errors
 def finetune(
     run: Annotated[Path, typer.Argument(
-        help="Run whose pretext.keras to start from.", show_default=False)],
+        metavar="RUN", help="Run whose pretext.keras to start from.", show_default=False)],
     classes: Annotated[str | None, typer.Option(
+        metavar="A,B", rich_help_panel=DATA, show_default=False,
         help="Fine-tune classes, comma-separated (wnids, words of words.txt, folder names); "
-             "default: the data's default classes.", show_default=False)] = None,
+             "default: the data's default classes.")] = None,
     data: Annotated[Path | None, typer.Option(
-        help="Labelled data; default: the pretext run's --data.", show_default=False)] = None,
+        metavar="DIR", rich_help_panel=DATA, show_default=False,
+        help="Labelled data; default: the pretext run's --data.")] = None,
     labels_per_class: Annotated[int | None, typer.Option(
+        metavar="N", rich_help_panel=DATA,
         help="Keep only N labelled images per class (seeded).")] = None,
-    finetune_epochs: Annotated[int, typer.Option(help="Most fine-tune epochs.")] = 40,
-    learning_rate: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    finetune_epochs: Annotated[int, typer.Option(
+        metavar="N", rich_help_panel=TRAINING, help="Most fine-tune epochs.")] = 40,
+    learning_rate: Annotated[float, typer.Option(
+        metavar="LR", rich_help_panel=TRAINING, help="Adam learning rate.")] = 1e-3,
     schedule: Annotated[Schedule, typer.Option(
+        metavar="MODE", rich_help_panel=TRAINING,
         help="early-stopping on a selection split, fixed cosine decay, or auto.")]
         = Schedule.auto,
     selection_fraction: Annotated[float, typer.Option(
+        metavar="F", rich_help_panel=TRAINING,
         help="Share of each class's labelled images in the selection split.")] = 0.2,
     cut: Annotated[str, typer.Option(
+        metavar="LAYER", rich_help_panel=TRAINING,
         help=f"Backbone layer the classifier is cut at: {', '.join(CUT_LAYERS)}.")]
         = DEFAULT_CUT,
     freeze: Annotated[Freeze, typer.Option(
+        metavar="none|backbone", rich_help_panel=TRAINING,
         help="backbone: train only the head.")] = Freeze.none,
     baseline: Annotated[bool, typer.Option(
+        "--baseline", rich_help_panel=TRAINING,
         help="Also measure the baselines (probes, from scratch, colour histogram).")] = False,
-    seed: Annotated[int, typer.Option(help="Seed for label sampling and initialisation.")] = 0,
-    runs_dir: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
+    seed: Annotated[int, typer.Option(
+        metavar="N", rich_help_panel=TRAINING,
+        help="Seed for label sampling and initialisation.")] = 0,
+    runs_dir: Annotated[Path, typer.Option(
+        metavar="DIR", rich_help_panel=OUTPUT, help="Where run directories go.")] = Path("runs"),
     name: Annotated[str | None, typer.Option(
-        help="New run's name; default: a UTC timestamp.", show_default=False)] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing run of that name.")]
+        metavar="NAME", rich_help_panel=OUTPUT, show_default=False,
+        help="New run's name; default: a UTC timestamp.")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", rich_help_panel=OUTPUT, help="Replace an existing run of that name.")]
         = False,
-    verbose: Annotated[bool, typer.Option(help="Show TensorFlow's own log lines.")] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", rich_help_panel=OUTPUT, help="Show TensorFlow's own log lines.")] = False,
 ) -> None:
     """Fine-tune an existing run's rotation-pretrained backbone on other classes or labels.
 
