@@ -60,6 +60,9 @@ def finetune(
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", rich_help_panel=OUTPUT, help="Replace an existing run of that name.")]
         = False,
+    tensorboard: Annotated[bool, typer.Option(
+        "--tensorboard", rich_help_panel=OUTPUT,
+        help="Also log the fine-tune for TensorBoard, in the new run's tensorboard/.")] = False,
     verbose: Annotated[bool, typer.Option(
         "--verbose", rich_help_panel=OUTPUT, help="Show TensorFlow's own log lines.")] = False,
 ) -> None:
@@ -68,7 +71,7 @@ def finetune(
     Writes a new run directory (pretext.keras copied, classifier.keras trained) that
     `edge-ssl export` takes like any other; the pretext run is left untouched.
     """
-    from edge_ssl.commands.train import print_summary, split_classes
+    from edge_ssl.commands.train import print_summary, require_tensorboard, split_classes
     from edge_ssl.contract import PRETEXT_MODEL
     from edge_ssl.errors import RunDirError
     from edge_ssl.quiet import import_tensorflow
@@ -85,7 +88,8 @@ def finetune(
         classes=split_classes(classes), labels_per_class=labels_per_class,
         finetune_epochs=finetune_epochs, learning_rate=learning_rate, schedule=schedule,
         selection_fraction=selection_fraction, cut=cut, freeze=freeze, baseline=baseline,
-        seed=seed, pretext_from=pretext_run)
+        seed=seed, tensorboard=tensorboard, pretext_from=pretext_run)
+    require_tensorboard(config)
     source = load_source(config)  # bad data fails before a run directory is created
     new_run = create_run_dir(runs_dir, name or new_run_name(), overwrite)
     console.print(f"Run directory: {new_run} (pretext from {pretext_run})")

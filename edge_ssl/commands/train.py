@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from edge_ssl.console import console, user_errors
-from edge_ssl.errors import RunDirError
+from edge_ssl.errors import EdgeSslError, RunDirError
 from edge_ssl.help_format import DATA, MODEL, OUTPUT, TRAINING
 from edge_ssl.train.config import Freeze, Rotations, Schedule, TrainConfig, load_run_config
 from edge_ssl.train.layers import CUT_LAYERS, DEFAULT_CUT
@@ -16,6 +16,15 @@ from edge_ssl.train.layers import CUT_LAYERS, DEFAULT_CUT
 
 def split_classes(value: str | None) -> tuple[str, ...]:
     return tuple(c.strip() for c in value.split(",") if c.strip()) if value else ()
+
+
+def require_tensorboard(config: TrainConfig) -> None:
+    """Fail before a run starts, not at its first epoch, when --tensorboard cannot log."""
+    import importlib.util
+
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise EdgeSslError("--tensorboard needs the tensorboard package: "
+                           "pip install tensorboard (the [train] extra includes it).")
 
 
 @user_errors
@@ -106,6 +115,9 @@ def train(
     resume: Annotated[Path | None, typer.Option(
         metavar="RUN", rich_help_panel=OUTPUT, show_default=False,
         help="Continue an interrupted run from its last completed epoch.")] = None,
+    tensorboard: Annotated[bool, typer.Option(
+        "--tensorboard", rich_help_panel=OUTPUT,
+        help="Also log every stage for TensorBoard, in RUN/tensorboard/.")] = False,
     verbose: Annotated[bool, typer.Option(
         "--verbose", rich_help_panel=OUTPUT, help="Show TensorFlow's own log lines.")] = False,
 ) -> None:
@@ -128,7 +140,7 @@ def train(
             finetune_epochs=finetune_epochs, learning_rate=learning_rate, patience=patience,
             lr_patience=lr_patience, freeze=freeze, schedule=schedule,
             selection_fraction=selection_fraction, cut=cut, baseline=baseline, seed=seed,
-            mixed_precision=mixed_precision)
+            mixed_precision=mixed_precision, tensorboard=tensorboard)
     from edge_ssl.rundir import create_run_dir, new_run_name, point_latest, resolve_run
     from edge_ssl.train.sources import Source, load_source
 
@@ -136,9 +148,11 @@ def train(
     if resume is not None:
         run = resolve_run(resume)
         config = load_run_config(run)
+        require_tensorboard(config)
         point_latest(run)
         console.print(f"Resuming {run}")
     else:
+        require_tensorboard(config)
         source = load_source(config)  # bad data fails before a run directory is created
         run = create_run_dir(runs_dir, name or new_run_name(), overwrite)
         console.print(f"Run directory: {run}")
