@@ -117,3 +117,19 @@ def test_demo_command_runs_every_stage(tmp_path: Path) -> None:
     assert "demo images" in result.output and "duck" in result.output
     again = runner.invoke(app, ["demo", "--runs-dir", str(runs)])
     assert again.exit_code == 1 and "already exists" in again.output
+
+
+@pytest.mark.slow
+def test_readme_demo_as_shipped_learns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`edge-ssl demo` exactly as the README's first screen gives it, in a fresh folder."""
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["demo"])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "demo"
+    report = json.loads((run / C.REPORT_FILE).read_text())
+    # Measured 100 % and 86 % (n = 240 and 150); chance is 25 % and 50 %.
+    assert report["pretext"]["heldout_rotation"]["percent"] > 80, report["pretext"]
+    assert report["methods"]["ssl_finetune"]["test"]["percent"] > 70, report["methods"]
+    for name in (C.PRETEXT_ONNX, C.CLASSIFIER_ONNX):
+        assert (run / C.EXPORTS_DIR / name).is_file()
+    assert "edge-ssl classify runs/demo/demo-images" in result.output

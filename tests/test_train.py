@@ -112,6 +112,7 @@ def test_nan_in_the_first_epoch_writes_no_model(tmp_path: Path) -> None:
     assert not (run / C.CLASSIFIER_MODEL).exists()
 
 
+@pytest.mark.slow
 def test_pretext_learns_rotation_well_above_chance(tmp_path: Path) -> None:
     """The pretext really learns: held-out rotation accuracy, in inference mode, > 0.6."""
     config = TrainConfig(demo_per_class=150, image_size=32, width=0.35, pretext_epochs=2,
