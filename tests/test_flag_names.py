@@ -88,3 +88,24 @@ def test_export_config_names_export_flags_or_its_own_fields() -> None:
         ExportConfig(Path("run"), max_fp32_nodes=-1)
     with pytest.raises(ValueError, match=r"^ExportConfig.verify_sizes \(0, 5\) is not allowed"):
         ExportConfig(Path("run"), verify_sizes=((0, 5),))
+
+
+def _commands_in(text: str) -> Iterator[tuple[str, str]]:
+    """(command, what follows it) for every `edge-ssl COMMAND ...` in code spans and blocks."""
+    code = re.findall(r"```[a-z]*\n(.*?)```", text, re.DOTALL)
+    code += re.findall(r"(?<!`)`([^`]+)`(?!`)", re.sub(r"```.*?```", "", text, flags=re.DOTALL))
+    for chunk in code:
+        for line in chunk.split("\n\n"):
+            for match in re.finditer(r"edge-ssl ([a-z-]+)(.*?)(?=edge-ssl |$)", line, re.DOTALL):
+                yield match.group(1), match.group(2).split("#")[0]
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/architecture.md", "docs/benchmarks.md",
+                                 "benchmarks/README.md"])
+def test_docs_name_options_of_the_command_they_show(doc: str) -> None:
+    shown = list(_commands_in((ROOT / doc).read_text()))
+    wrong = [f"edge-ssl {command} {flag}" for command, rest in shown if command in COMMANDS
+             for flag in FLAG.findall(rest) if flag not in options(command)]
+    assert not wrong, f"{doc} shows options those commands do not have: {wrong}"
+    if doc == "README.md":
+        assert {command for command, _ in shown} >= set(COMMANDS)  # every command appears
