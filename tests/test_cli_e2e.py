@@ -116,7 +116,8 @@ def test_demo_command_runs_every_stage(tmp_path: Path) -> None:
     assert (runs / "demo" / C.EXPORTS_DIR / C.CLASSIFIER_ONNX).is_file()
     assert "demo images" in result.output and "duck" in result.output
     again = runner.invoke(app, ["demo", "--runs-dir", str(runs)])
-    assert again.exit_code == 1 and "already exists" in again.output
+    assert again.exit_code == 1 and "already exists; pass --overwrite" in again.output
+    assert "--resume" not in again.output  # the demo has no --resume
 
 
 @pytest.mark.slow

@@ -68,6 +68,7 @@ def test_existing_run_is_not_overwritten(tmp_path: Path) -> None:
     (runs / "mine" / "keep.txt").write_text("precious")
     code, output = _train("--runs-dir", str(runs), "--name", "mine", "--demo-per-class", "2")
     assert code == 1 and "already exists; pass --overwrite" in output
+    assert f"`edge-ssl train --resume {runs / 'mine'}` to continue it" in output
     assert (runs / "mine" / "keep.txt").read_text() == "precious"
 
 

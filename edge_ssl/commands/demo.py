@@ -54,7 +54,7 @@ def demo(
 
     config = TrainConfig(demo_per_class=per_class, pretext_epochs=pretext_epochs,
                          finetune_epochs=finetune_epochs, width=width, image_size=image_size)
-    run = create_run_dir(runs_dir, name, overwrite)
+    run = create_run_dir(runs_dir, name, overwrite, resumable=False)
     console.rule("1/3 train: rotation pretext, then fine-tune (duck vs fish)")
     import_tensorflow(verbose)
     from edge_ssl.export.pipeline import export_run
