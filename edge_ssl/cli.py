@@ -19,7 +19,7 @@ from edge_ssl.commands import (
     study,
     train,
 )
-from edge_ssl.help_format import HelpFormat
+from edge_ssl.help_format import HelpFormat, HelpFormatGroup
 
 app = typer.Typer(
     name="edge-ssl",
@@ -27,7 +27,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=HelpFormatGroup,
 )
+app.command("demo", cls=HelpFormat)(demo.demo)
 app.command("train", cls=HelpFormat)(train.train)
 app.command("finetune", cls=HelpFormat)(finetune.finetune)
 app.command("study", cls=HelpFormat)(study.study)
@@ -36,7 +38,6 @@ app.command("export", cls=HelpFormat)(export.export)
 app.command("classify", cls=HelpFormat)(classify.classify)
 app.command("evaluate", cls=HelpFormat)(evaluate.evaluate)
 app.command("bench", cls=HelpFormat)(bench.bench)
-app.command("demo", cls=HelpFormat)(demo.demo)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any
 
-from typer.core import TyperArgument, TyperCommand, TyperOption
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 if TYPE_CHECKING:
     from typer._click import Context  # the base class typer's own methods are typed with
@@ -55,6 +55,16 @@ class HelpFormat(TyperCommand):
             # opening an "Options" panel of its own at the top.
             if panels and all(panels):
                 option.rich_help_panel = panels[-1]  # type: ignore[attr-defined]
+        return option
+
+
+class HelpFormatGroup(TyperGroup):
+    """`edge-ssl --help`, whose own `--help` is shown without a type, as in every command."""
+
+    def get_help_option(self, ctx: Context) -> TyperOption | None:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
         return option
 
 

@@ -62,3 +62,4 @@ def test_top_level_help_lists_every_command() -> None:
     for name in COMMANDS:
         assert appears_whole(name, result.output), name
     assert max(map(len, result.output.splitlines())) <= 80
+    assert not TYPER_TYPES.search(result.output), result.output
