@@ -41,6 +41,8 @@ class HelpFormat(TyperCommand):
                                      for paragraph in inspect.cleandoc(self.help).split("\n\n"))
         for param in self.params:
             if isinstance(param, TyperArgument):
+                # Typer builds its parameter objects itself and takes no class for them, so the
+                # argument is re-classed here; tests/test_help.py renders every command to check.
                 param.__class__ = _Argument
             elif isinstance(param, TyperOption) and param.is_flag:
                 param.metavar = ""
@@ -68,7 +70,7 @@ class HelpFormatGroup(TyperGroup):
         return option
 
 
-# Panels that group a command's options in its help, in this order.
+# Panels that group a command's options in its help, shown in the order options first use them.
 INPUT = "Input"
 DATA = "Data"
 MODEL = "Model"
