@@ -71,6 +71,7 @@ class TrainConfig:
     baseline: bool = False
     seed: int = 0
     mixed_precision: bool = False
+    tensorboard: bool = False  # log every stage into RUN/tensorboard/<stage>/
     pretext_from: Path | None = None  # fine-tune the pretext of this run instead of training one
 
     def __post_init__(self) -> None:

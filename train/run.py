@@ -15,7 +15,7 @@ import time
 import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import keras
 import numpy as np
@@ -76,6 +76,19 @@ def scratch_spec(config: TrainConfig) -> ModelSpec:
                    bn_momentum=config.bn_momentum or DEFAULT_BN_MOMENTUM_RANDOM)
 
 
+def tensorboard_callbacks(config: TrainConfig, run: Path,
+                          stage: str) -> list[keras.callbacks.Callback]:
+    """Keras' own TensorBoard logger for one stage, into RUN/tensorboard/<stage>/, when asked."""
+    if not config.tensorboard:
+        return []
+    return [keras.callbacks.TensorBoard(str(run / C.TENSORBOARD_DIR / stage))]
+
+
+def keras_verbosity(stream: TextIO) -> int:
+    """Keras' per-batch progress bar on a terminal; one line per epoch in a pipe or a log."""
+    return 1 if stream.isatty() else 2
+
+
 def resolve_schedule(config: TrainConfig, labels: np.ndarray) -> Schedule:
     """`auto` → early stopping when every class gives the selection split at least
     MIN_SELECTION_PER_CLASS images, else a fixed schedule that trains on every label."""
@@ -133,7 +146,7 @@ def train(config: TrainConfig, run: Path, *, source: Source | None = None, resum
                       "rule": "test images are measured once at the end; early stopping, the "
                               "learning-rate schedule and best-epoch restore see only the "
                               "selection split (or nothing, with a fixed schedule)"})
-    verbosity = 1 if sys.stdout.isatty() else 2
+    verbosity = keras_verbosity(sys.stdout)
 
     pretext = _pretext_stage(config, run, source, report, skipped, verbosity, extra_callbacks)
 
@@ -210,7 +223,8 @@ def _write_heldout(run: Path, config: TrainConfig, source: Source, test_px: np.n
 def _pretext_stage(config: TrainConfig, run: Path, source: Source, report: dict[str, Any],
                    skipped: pipeline.SkippedFiles, verbosity: int,
                    extra_callbacks: list[keras.callbacks.Callback] | None) -> keras.Model:
-    """Train the rotation model, or load it: from this run when done, or from --pretext-from."""
+    """Train the rotation model, or load it: from this run when done, or from the run that
+    `edge-ssl finetune` starts from (`config.pretext_from`)."""
     pretext_path = run / C.PRETEXT_MODEL
     if config.pretext_from is not None and not pretext_path.exists():
         write_with(pretext_path, lambda tmp: shutil.copyfile(
@@ -244,7 +258,8 @@ def _pretext_stage(config: TrainConfig, run: Path, source: Source, report: dict[
         epochs=config.pretext_epochs, learning_rate=config.learning_rate,
         patience=config.patience, lr_patience=config.lr_patience, samples_per_batch=batch,
         history_path=run / C.HISTORY_PRETEXT, checkpoint_dir=run / C.CHECKPOINTS_DIR / "pretext",
-        verbose=verbosity, monitors=[monitor], extra_callbacks=extra_callbacks or [])
+        verbose=verbosity, monitors=[monitor],
+        extra_callbacks=[*(extra_callbacks or []), *tensorboard_callbacks(config, run, "pretext")])
     rotated, rotations = pipeline.rotate_all(tf.constant(heldout_px))
     rotation = Rate.of(methods.predict_classes(pretext, rotated.numpy()) == rotations.numpy())
     write_with(pretext_path, pretext.save)
@@ -271,7 +286,8 @@ def _run_method(method: str, pretext: keras.Model, config: TrainConfig, run: Pat
         return methods.probe_backbone(method, random_init, config.cut, data)
     result = methods.train_network(
         method, pretext if method == methods.SSL_FINETUNE else random_init, data, settings,
-        run / HISTORY_FILES[method], run / C.CHECKPOINTS_DIR / method, extra_callbacks or [])
+        run / HISTORY_FILES[method], run / C.CHECKPOINTS_DIR / method,
+        [*(extra_callbacks or []), *tensorboard_callbacks(config, run, method)])
     assert result.model is not None and result.stage is not None  # network methods have both
     write_with(run / MODEL_FILES[method], result.model.save)
     finish_stage(run / C.CHECKPOINTS_DIR / method)
