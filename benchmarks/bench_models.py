@@ -64,7 +64,7 @@ def settings(full: bool) -> Settings:
                         pretext_epochs=2, finetune_epochs=3, train_batch=32,
                         jpegs_per_class=512, pipeline_files=512, rounds=5)
     return Settings(full, threads, width=0.35, image_size=32, demo_per_class=16,
-                    pretext_epochs=1, finetune_epochs=1, train_batch=16,
+                    pretext_epochs=1, finetune_epochs=3, train_batch=16,
                     jpegs_per_class=8, pipeline_files=16, rounds=1)
 
 
