@@ -167,6 +167,45 @@ def load_model(path: Path) -> keras.Model:
     return model
 
 
+def mixed_policy(model: keras.Model) -> str | None:
+    """The mixed-precision policy some layer computes with (nested ones included), else None."""
+    return next((layer.dtype_policy.name for layer in _layers(model)
+                 if layer.dtype_policy.name.startswith("mixed_")), None)
+
+
+def _layers(model: keras.Model) -> list[keras.layers.Layer]:
+    out = []
+    for layer in model.layers:
+        out.append(layer)
+        if isinstance(layer, keras.Model):
+            out += _layers(layer)
+    return out
+
+
+def as_float32(model: keras.Model) -> keras.Model:
+    """The same network with the same weights, every layer computing in float32.
+
+    Under mixed precision the weights are float32 already; only the layers' compute dtype is
+    float16. Export converts this copy, so that the ONNX graph is float32 throughout, as a
+    model trained without mixed precision would be.
+    """
+    clone = keras.Model.from_config(_float32_policies(model.get_config()))
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def _float32_policies(config: Any) -> Any:
+    """`config` with every mixed-precision dtype policy replaced by float32."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy" and str(
+                config.get("config", {}).get("name", "")).startswith("mixed_"):
+            return {**config, "config": {**config["config"], "name": "float32"}}
+        return {key: _float32_policies(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_float32_policies(value) for value in config]
+    return config
+
+
 def preprocess_of(model: keras.Model) -> Preprocess:
     """The model's preprocessing layer, whose settings go into the ONNX metadata."""
     layer = model.get_layer("preprocess")
