@@ -1,7 +1,7 @@
 """What the benchmarks run on: a trained, exported run and a folder of JPEGs, built once and cached.
 
 The run is made by edge-ssl's own `train` and `export_run`, so the benchmarks time the files a
-user gets. A full run (`pytest --benchmark-only`) trains the §10 model (MobileNetV2 width 1.0,
+user gets. A full run (`pytest --benchmark-only`) trains the benchmark model (MobileNetV2 width 1.0,
 64×64) on the demo data for a few epochs, which takes 2–3 minutes on two cores: long enough for
 a classifier whose INT8 accuracy loss means something. A smoke run (plain `pytest`) trains a
 width-0.35, 32×32 model for one epoch. Both are cached under `.benchmarks/model-cache/`, keyed by
@@ -55,7 +55,7 @@ class Settings:
 
 
 def settings(full: bool) -> Settings:
-    """The §10 model for a full run, the smallest model that exercises every path otherwise."""
+    """The benchmark model for a full run; else the smallest model that exercises every path."""
     threads = int(os.environ.get(THREADS_ENV) or os.cpu_count() or 1)
     if threads < 1:
         raise ValueError(f"{THREADS_ENV}={threads}; use 1 or more threads")

@@ -1,4 +1,4 @@
-"""The §10 targets as ratios of the medians measured in one session, for the terminal and JSON.
+"""Performance targets as ratios of medians measured in one session, for the terminal and JSON.
 
 Ratios, not absolute times, are what carry from one machine to another: every pair below was
 measured in the same run, on the same inputs, with the same thread count.
@@ -56,7 +56,7 @@ Seconds = Callable[[str], float | None]  # benchmark key → seconds per call
 
 @dataclass(frozen=True)
 class Target:
-    """One promise of design §10, its measured value, and whether this run kept it.
+    """One performance target of edge-ssl, its measured value, and whether this run kept it.
 
     `value` is computed from medians and decides `met`; `fastest` is the same ratio from each
     benchmark's fastest call, which a busy or shared machine disturbs least.
@@ -75,7 +75,7 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 
 def targets(results: Results, vnni: bool) -> list[Target]:
-    """Design §10's targets from `results`; speed ratios above 1 mean edge-ssl is faster."""
+    """The performance targets from `results`; speed ratios above 1 mean edge-ssl is faster."""
     rows: list[Target] = []
 
     def row(name: str, compute: Callable[[Seconds], float | None], goal: str,

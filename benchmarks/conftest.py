@@ -2,8 +2,8 @@
 
 Plain `pytest` collects this folder too; it then disables pytest-benchmark's timing (each
 benchmark body runs once) and builds a tiny model, so that CI proves every benchmark still works
-in a minute or two. `--benchmark-only` (or `--benchmark-enable`) trains the §10 model and times
-everything; the §10 ratios are printed after pytest-benchmark's table and added to
+in a minute or two. `--benchmark-only` (or `--benchmark-enable`) trains the benchmark model and
+times everything; the target ratios are printed after pytest-benchmark's table and added to
 `--benchmark-json` output together with the CPU's instruction-set features.
 """
 
@@ -99,7 +99,7 @@ def measure(benchmark: Any, results: Results) -> Callable[..., None]:
     """Time `fn` in its steady state and record its median under `name`.
 
     Args (of the returned function):
-        name: the key the §10 ratios look up.
+        name: the key the target ratios look up.
         fn: one call of the work being measured.
         items: images or samples one call handles (for throughput).
         warmup: calls made before timing, at least WARMUP_SECONDS' worth.
@@ -166,13 +166,13 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list[Any],
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int,
                             config: pytest.Config) -> None:
-    """Print the §10 ratios after pytest-benchmark's tables."""
+    """Print the target ratios after pytest-benchmark's tables."""
     results, setup = config.stash[RESULTS], config.stash[SETTINGS]
     if not results.measurements:
         return
     env = environment(setup)
     cpu = env["cpu"]
-    terminalreporter.section("edge-ssl design §10 targets")
+    terminalreporter.section("edge-ssl performance targets")
     terminalreporter.write_line(
         f"{cpu['name']} ({cpu['machine']}, {cpu['logical_cores']} logical cores; "
         f"{', '.join(cpu['features']) or 'no AVX2/AVX-512/VNNI'}), {setup.threads} threads, "

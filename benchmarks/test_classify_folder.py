@@ -1,7 +1,7 @@
 """`classify` end to end over a folder of JPEGs, and the CLI's start-up to its first result.
 
 The classify benchmark times the library call a user's `edge-ssl classify DIR` makes (listing,
-opening the session, decoding in threads, inference): §10 wants it at 70 % or more of the model's
+opening the session, decoding in threads, inference): the target is at 70 % or more of the model's
 own batch-32 throughput, i.e. decoding hidden behind inference.
 """
 

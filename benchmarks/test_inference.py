@@ -1,4 +1,4 @@
-"""The exported classifier against Keras and the peers a user would pick instead (design §10).
+"""The exported classifier against Keras and the peers a user would pick instead.
 
 Every contender gets the same validation images and the same thread count, and must agree with
 Keras (`bench_runtimes.agreement`) before it is timed. Peers that are not installed (the optional

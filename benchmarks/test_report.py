@@ -1,4 +1,4 @@
-"""The §10 summary itself: ratios from known medians (a smoke run records no timings to check)."""
+"""The targets summary itself: ratios from known medians (a smoke run times nothing to check)."""
 
 from __future__ import annotations
 

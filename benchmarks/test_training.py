@@ -59,7 +59,7 @@ def labelled_files(jpegs: Path, settings: Settings) -> ImageSet:
 def test_train_step(stage: str, bench_run: Path, finetune_model: Any,
                     validation_set: tuple[np.ndarray, np.ndarray], settings: Settings,
                     benchmark: Any, measure: Callable[..., None]) -> None:
-    """`train_on_batch` on one batch: pretext = B/4 images in all four rotations (design §5)."""
+    """`train_on_batch` on one batch: pretext = B/4 images in all four rotations."""
     from edge_ssl.train import pipeline
 
     images, labels = validation_set

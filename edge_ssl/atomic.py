@@ -51,9 +51,5 @@ def write_text(target: Path, text: str) -> Path:
     return write_with(target, lambda p: p.write_text(text, encoding="utf-8"))
 
 
-def write_bytes(target: Path, data: bytes) -> Path:
-    return write_with(target, lambda p: p.write_bytes(data))
-
-
 def write_json(target: Path, obj: Any) -> Path:
     return write_text(target, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")

@@ -48,8 +48,12 @@ CLASSIFIER_ONNX = "classifier.onnx"
 # alone, even after the training data has moved. Arrays are uint8 [N, S, S, 3] at the training
 # size S, decoded with edge_ssl.images (the runtime's own rule).
 HELDOUT_FILE = "heldout.npz"
-HELDOUT_CLASSIFIER_IMAGES = "classifier_images"  # fine-tune validation images
+HELDOUT_CLASSIFIER_IMAGES = "classifier_images"  # the fine-tune's test images
 HELDOUT_CLASSIFIER_LABELS = "classifier_labels"  # int64 [N], indices into config.json "labels"
+# Labelled training images (none of them calibration images) on which export decides whether an
+# INT8/FP16 variant keeps FP32's answers and which nodes stay FP32: a choice, so not test images.
+HELDOUT_GATE_IMAGES = "gate_images"
+HELDOUT_GATE_LABELS = "gate_labels"  # int64 [N]
 HELDOUT_PRETEXT_IMAGES = "pretext_images"  # pretext held-out images, upright (not rotated)
 HELDOUT_CALIBRATION_IMAGES = "calibration_images"  # training images for INT8 calibration
 

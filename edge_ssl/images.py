@@ -9,7 +9,6 @@ client may also feed it frames of any size directly.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -143,18 +142,3 @@ def _check_pixels(path: Path, size: tuple[int, int], drafted: bool) -> None:
         raise ImageDecodeError(
             f"{path}: {width}×{height} pixels {what}is larger than the decompression-bomb limit "
             f"({limit:,} pixels); shrink the image, or raise PIL.Image.MAX_IMAGE_PIXELS")
-
-
-def load_batch(paths: Iterable[Path], size: int) -> tuple[np.ndarray, list[Path], list[str]]:
-    """Decode several files; returns (`uint8 [N, size, size, 3]`, decoded paths, error lines)."""
-    arrays: list[np.ndarray] = []
-    good: list[Path] = []
-    errors: list[str] = []
-    for p in paths:
-        try:
-            arrays.append(load_rgb(p, size))
-            good.append(p)
-        except ImageDecodeError as exc:
-            errors.append(str(exc))
-    stacked = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
-    return stacked, good, errors

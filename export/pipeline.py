@@ -43,9 +43,11 @@ class _Job:
     keras_file: str
     task: str
     labels: list[str]
-    images: np.ndarray  # validation images, from which every check draws its sample
-    targets: np.ndarray  # int64 [N] true class of each validation image
+    images: np.ndarray  # test images: parity, raw frames and the reported accuracies
+    targets: np.ndarray  # int64 [N] true class of each test image
     calibration: np.ndarray
+    gate: np.ndarray  # training images on which a variant is kept or rejected
+    gate_targets: np.ndarray
 
 
 def export_run(config: ExportConfig, log: Callable[[str], None] = lambda _: None) -> ExportReport:
@@ -121,11 +123,14 @@ def _jobs(source: RunSource) -> list[_Job]:
     calibration = np.stack([np.rot90(image, k % 4) for k, image in
                             enumerate(source.calibration_images)])
     return [
+        # The pretext's held-out images are unlabeled training images, never test images:
+        # they serve both to measure and to decide.
         _Job("pretext", contract.PRETEXT_MODEL, contract.TASK_ROTATION,
-             list(contract.ROTATION_LABELS), pretext, rotations, calibration),
+             list(contract.ROTATION_LABELS), pretext, rotations, calibration, pretext,
+             rotations),
         _Job("classifier", contract.CLASSIFIER_MODEL, contract.TASK_CLASSIFICATION,
              source.labels, source.classifier_images, source.classifier_labels,
-             source.calibration_images),
+             source.calibration_images, source.gate_images, source.gate_labels),
     ]
 
 
@@ -154,7 +159,9 @@ def _export_model(trained: keras.Model, job: _Job, source: RunSource, config: Ex
     """The FP32 file and, when asked and FP32 passed, its INT8/FP16 variants.
 
     Every sample is seeded and class-stratified (one seed, so the smaller samples are part of the
-    larger ones): the parity check's, the raw-frame check's and the variants' gate sample.
+    larger ones). Parity, raw frames and the reported accuracies use the test images; whether a
+    variant is kept, and which nodes INT8 keeps in FP32, is decided on training images (the
+    gate sample), so that no test image steers a choice.
 
     A model trained with mixed precision is rebuilt in float32 with the same weights first; the
     file is that float32 model, checked against it like any other, and how far its answers are
@@ -180,11 +187,13 @@ def _export_model(trained: keras.Model, job: _Job, source: RunSource, config: Ex
     sess = verify.session(data)
     checks += _parity(model, sess, job.images[sample(config.verify_images)], config)
     checks += _frames(proto, job, sample(config.frame_images), source.image_size, config)
-    gate = sample(config.gate_images)
-    gate_images, gate_targets = job.images[gate], job.targets[gate]
+    test = sample(config.gate_images)
+    test_images, test_targets = job.images[test], job.targets[test]
+    gate = stratified_sample(job.gate_targets, config.gate_images, config.seed)
+    gate_images, gate_targets = job.gate[gate], job.gate_targets[gate]
     fp32 = verify.predict(sess, gate_images)
     exported = _file(f"{job.name}.onnx", job, "fp32", data,
-                     verify.accuracy(fp32, gate_targets), checks,
+                     verify.accuracy(verify.predict(sess, test_images), test_targets), checks,
                      rebuilt=verify.compare_rebuild(trained, model, policy, job.images[sample(
                          config.verify_images)]) if policy else None)
     files = [(exported, data)]
@@ -201,8 +210,8 @@ def _export_model(trained: keras.Model, job: _Job, source: RunSource, config: Ex
                                       "candidates": outcome.candidates,
                                       "tried": [{"fp32_nodes": count, "top1_agreement": agree}
                                                 for count, agree in outcome.tried]})
-        files.append(_variant(outcome.proto, "int8", outcome.probabilities, check, job,
-                              gate_targets, source.image_size, config, log,
+        files.append(_variant(outcome.proto, "int8", check, job, test_images, test_targets,
+                              source.image_size, config, log,
                               calibration_images=len(calibration),
                               fp32_nodes=outcome.fp32_nodes))
     if config.fp16:
@@ -211,16 +220,18 @@ def _export_model(trained: keras.Model, job: _Job, source: RunSource, config: Ex
         convert.set_metadata(fp16, meta("fp16"))
         probabilities = verify.predict(verify.session(fp16.SerializeToString()), gate_images)
         check = verify.check_fp16(fp32, probabilities, gate_targets, config.fp16_tolerance)
-        files.append(_variant(fp16, "fp16", probabilities, check, job, gate_targets,
+        files.append(_variant(fp16, "fp16", check, job, test_images, test_targets,
                               source.image_size, config, log))
     return files
 
 
-def _variant(proto: onnx.ModelProto, precision: str, probabilities: np.ndarray, gate: Check,
-             job: _Job, gate_targets: np.ndarray, size: int, config: ExportConfig,
-             log: Callable[[str], None], calibration_images: int | None = None,
+def _variant(proto: onnx.ModelProto, precision: str, gate: Check, job: _Job,
+             test_images: np.ndarray, test_targets: np.ndarray, size: int,
+             config: ExportConfig, log: Callable[[str], None],
+             calibration_images: int | None = None,
              fp32_nodes: tuple[str, ...] | None = None) -> tuple[ExportedFile, bytes]:
-    """A reduced-precision file with its evidence: structure, raw frames, and its gate."""
+    """A reduced-precision file with its evidence: structure, raw frames, its gate, and its
+    accuracy on the test sample."""
     name = f"{job.name}.{precision}.onnx"
     log(f"checking {name}")
     data = proto.SerializeToString()
@@ -230,8 +241,10 @@ def _variant(proto: onnx.ModelProto, precision: str, probabilities: np.ndarray, 
                           stratified_sample(job.targets, config.frame_images, config.seed),
                           size, config)
     checks.append(gate)
-    exported = _file(name, job, precision, data, verify.accuracy(probabilities, gate_targets),
-                     checks, calibration_images, fp32_nodes)
+    accuracy = (verify.accuracy(verify.predict(verify.session(data), test_images), test_targets)
+                if all(check.passed for check in _structure(proto, job)) else None)
+    exported = _file(name, job, precision, data, accuracy, checks, calibration_images,
+                     fp32_nodes)
     return exported, data
 
 

@@ -32,6 +32,8 @@ class RunSource:
     classifier_labels: np.ndarray
     pretext_images: np.ndarray
     calibration_images: np.ndarray
+    gate_images: np.ndarray  # labelled training images for the INT8/FP16 decisions
+    gate_labels: np.ndarray
 
     def model_path(self, file_name: str) -> Path:
         return self.path / file_name
@@ -63,6 +65,8 @@ def open_run(run_dir: Path) -> RunSource:
         classifier_labels=arrays[contract.HELDOUT_CLASSIFIER_LABELS].astype(np.int64),
         pretext_images=arrays[contract.HELDOUT_PRETEXT_IMAGES],
         calibration_images=arrays[contract.HELDOUT_CALIBRATION_IMAGES],
+        gate_images=arrays[contract.HELDOUT_GATE_IMAGES],
+        gate_labels=arrays[contract.HELDOUT_GATE_LABELS].astype(np.int64),
     )
     _check_shapes(source, run_dir / contract.HELDOUT_FILE)
     return source
@@ -85,7 +89,8 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 def _read_heldout(path: Path) -> dict[str, np.ndarray]:
     keys = (contract.HELDOUT_CLASSIFIER_IMAGES, contract.HELDOUT_CLASSIFIER_LABELS,
-            contract.HELDOUT_PRETEXT_IMAGES, contract.HELDOUT_CALIBRATION_IMAGES)
+            contract.HELDOUT_PRETEXT_IMAGES, contract.HELDOUT_CALIBRATION_IMAGES,
+            contract.HELDOUT_GATE_IMAGES, contract.HELDOUT_GATE_LABELS)
     try:
         with np.load(path, allow_pickle=False) as data:
             missing = [key for key in keys if key not in data.files]
@@ -100,16 +105,20 @@ def _check_shapes(source: RunSource, path: Path) -> None:
     size = source.image_size
     for key, images in ((contract.HELDOUT_CLASSIFIER_IMAGES, source.classifier_images),
                         (contract.HELDOUT_PRETEXT_IMAGES, source.pretext_images),
-                        (contract.HELDOUT_CALIBRATION_IMAGES, source.calibration_images)):
+                        (contract.HELDOUT_CALIBRATION_IMAGES, source.calibration_images),
+                        (contract.HELDOUT_GATE_IMAGES, source.gate_images)):
         if images.dtype != np.uint8 or images.shape[1:] != (size, size, 3) or not len(images):
             raise RunDirError(
                 f"{path}: {key} is {images.dtype} {list(images.shape)}, expected a non-empty "
                 f"uint8 [N, {size}, {size}, 3]; {_TRAIN_HINT}."
             )
-    labels = source.classifier_labels
-    if labels.shape != (len(source.classifier_images),) or labels.min() < 0 \
-            or labels.max() >= len(source.labels):
-        raise RunDirError(
-            f"{path}: {contract.HELDOUT_CLASSIFIER_LABELS} must hold one index in "
-            f"0..{len(source.labels) - 1} per classifier image; {_TRAIN_HINT}."
-        )
+    for key, labels, images in (
+            (contract.HELDOUT_CLASSIFIER_LABELS, source.classifier_labels,
+             source.classifier_images),
+            (contract.HELDOUT_GATE_LABELS, source.gate_labels, source.gate_images)):
+        if labels.shape != (len(images),) or labels.min() < 0 \
+                or labels.max() >= len(source.labels):
+            raise RunDirError(
+                f"{path}: {key} must hold one index in 0..{len(source.labels) - 1} per image; "
+                f"{_TRAIN_HINT}."
+            )

@@ -254,8 +254,9 @@ def check_int8(fp32: np.ndarray, int8: np.ndarray, labels: np.ndarray, min_agree
     agreement, values = _against_fp32(fp32, int8, labels)
     passed = agreement.percent >= min_agreement
     kept = list(fp32_nodes)
-    detail = (f"top-1 agrees with FP32 on {agreement} {'≥' if passed else '<'} "
-              f"{min_agreement:g}%; accuracy {accuracy(int8, labels)} vs FP32 "
+    detail = (f"top-1 agrees with FP32 on {agreement} of training images "
+              f"{'≥' if passed else '<'} {min_agreement:g}%; their accuracy "
+              f"{accuracy(int8, labels)} vs FP32 "
               f"{accuracy(fp32, labels).percent:.1f}%"
               + (f"; {len(kept)} nodes kept in FP32" if kept else ""))
     return Check("int8 agreement", passed, detail,
@@ -270,7 +271,7 @@ def check_fp16(fp32: np.ndarray, fp16: np.ndarray, labels: np.ndarray,
     diff = values["max_abs_diff_vs_fp32"]
     passed = diff <= tolerance
     detail = (f"max |Δp| vs FP32 {diff:.1e} {'≤' if passed else '>'} {tolerance:g} on "
-              f"{len(labels)} images; top-1 agrees on {agreement.percent:.1f}%")
+              f"{len(labels)} training images; top-1 agrees on {agreement.percent:.1f}%")
     return Check("fp16 |Δp|", passed, detail, {**values, "tolerance": tolerance})
 
 

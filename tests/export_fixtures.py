@@ -52,7 +52,7 @@ def write_run(run: Path, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     spec = ModelSpec(image_size=SIZE, width=0.35)
     pretext = build_model(spec, len(contract.ROTATION_LABELS), "pretext")
-    train_x, _ = images(rng, 64)
+    train_x, train_y = images(rng, 64)
     _set_batchnorm_statistics(pretext, train_x)
     classifier = build_classifier(pretext, DEFAULT_CUT, len(LABELS))
     run.mkdir(parents=True, exist_ok=True)
@@ -64,6 +64,8 @@ def write_run(run: Path, seed: int = 0) -> Path:
         contract.HELDOUT_CLASSIFIER_LABELS: val_y,
         contract.HELDOUT_PRETEXT_IMAGES: images(rng, 10)[0],
         contract.HELDOUT_CALIBRATION_IMAGES: train_x[:32],
+        contract.HELDOUT_GATE_IMAGES: train_x[32:],
+        contract.HELDOUT_GATE_LABELS: train_y[32:],
     }
     np.savez(run / contract.HELDOUT_FILE, **heldout)
     config = {contract.CONFIG_NAME: RUN_NAME, contract.CONFIG_LABELS: LABELS,

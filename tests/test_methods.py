@@ -141,6 +141,9 @@ def test_study_writes_every_cell_and_the_plot(tmp_path: Path) -> None:
     assert set(study["summary"]) == {"ssl_finetune", "ssl_probe", "colour"}
     row = study["summary"]["colour"]["4"]
     assert row["labels_per_class"] == 4 and row["seeds"] + row["collapsed"] == 2
+    colour_cells = [c["results"]["colour"] for c in study["cells"] if c["budget"] == "4"]
+    assert row["pooled"]["n"] == 16
+    assert row["pooled"]["hits"] == sum(r["hits"] for r in colour_cells)
     # Resuming a finished study runs nothing again; an existing one is never replaced silently.
     from edge_ssl.errors import RunDirError
 

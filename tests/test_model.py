@@ -19,9 +19,28 @@ from edge_ssl.train.model import (  # noqa: E402
     build_backbone,
     build_classifier,
     build_model,
+    recompute_batchnorm_statistics,
 )
 
 SPEC = ModelSpec(image_size=32, width=0.35, bn_momentum=0.9)
+
+
+def test_recomputed_batchnorm_statistics_are_the_mean_over_batches() -> None:
+    inputs = keras.Input((2,))
+    trained = keras.layers.BatchNormalization(momentum=0.9, name="trained")
+    frozen = keras.layers.BatchNormalization(name="frozen")
+    frozen.trainable = False
+    model = keras.Model(inputs, frozen(trained(inputs)))
+    pixels = np.concatenate([np.full((4, 2), 1.0), np.full((4, 2), 3.0), np.full((2, 2), 8.0)])
+    pixels[::2] += 1.0  # every batch of 4 has a spread: batch means 1.5, 3.5, 8.5
+
+    recompute_batchnorm_statistics(model, pixels.astype("float32"), batch_size=4)
+
+    np.testing.assert_allclose(np.asarray(trained.moving_mean), [(1.5 + 3.5 + 8.5) / 3] * 2,
+                               rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(trained.moving_variance), [0.25] * 2, rtol=1e-4)
+    assert trained.momentum == 0.9  # restored for any later training
+    np.testing.assert_array_equal(np.asarray(frozen.moving_mean), [0.0, 0.0])
 
 
 @pytest.fixture()

@@ -1,4 +1,4 @@
-"""Rotation labels and the augment-then-rotate order (design §5)."""
+"""Rotation labels, and augment-then-rotate: a flip after a rotation turns 90° into 270°."""
 
 from __future__ import annotations
 

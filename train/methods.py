@@ -20,7 +20,12 @@ import tensorflow as tf
 
 from edge_ssl.stats import Rate
 from edge_ssl.train import pipeline, probe
-from edge_ssl.train.model import ModelSpec, build_classifier, build_model
+from edge_ssl.train.model import (
+    ModelSpec,
+    build_classifier,
+    build_model,
+    recompute_batchnorm_statistics,
+)
 from edge_ssl.train.stages import StageResult, fit_stage
 
 SSL_FINETUNE, SSL_PROBE, SCRATCH, RANDOM_PROBE, COLOUR = (
@@ -123,6 +128,10 @@ def train_network(method: str, source: keras.Model, data: Labelled, settings: Fi
         samples_per_batch=settings.batch_size, history_path=history_path,
         checkpoint_dir=checkpoint_dir, verbose=settings.verbose,
         extra_callbacks=extra_callbacks)
+    fit_pixels = np.concatenate([x.numpy() for x, _ in data.fit.batch(512)])
+    # Shuffled so that every batch mixes the classes, as the training batches did.
+    fit_pixels = fit_pixels[np.random.default_rng(settings.seed).permutation(len(fit_pixels))]
+    recompute_batchnorm_statistics(model, fit_pixels, settings.batch_size)
     test_x, test_y = data.test
     predicted = predict_classes(model, test_x)
     # One class for every test image is a network that did not learn (or BatchNorm statistics

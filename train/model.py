@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from edge_ssl.errors import ModelError
 
@@ -212,3 +213,33 @@ def preprocess_of(model: keras.Model) -> Preprocess:
     if not isinstance(layer, Preprocess):
         raise ModelError(f"model {model.name!r} has no edge-ssl preprocessing layer")
     return layer
+
+
+def recompute_batchnorm_statistics(model: keras.Model, pixels: np.ndarray, batch_size: int,
+                                   max_batches: int = 100) -> None:
+    """Replace every BatchNorm layer's moving statistics by their average over batches of
+    `pixels` (training images) under the final weights ("precise BatchNorm").
+
+    A fine-tune on a few labels takes a few dozen steps, so the moving averages mix statistics
+    of early weights that no longer exist: measured on goose/goldfish with 5 labels per class,
+    a from-scratch network predicted one class for every image in inference mode (50 %) while
+    the same weights with recomputed statistics scored 64–80 %. Keras has no such utility;
+    setting momentum k/(k+1) for the k-th batch makes the moving value the plain mean of the
+    batch statistics. Frozen BatchNorm layers (trainable False) stay in inference mode under
+    Keras 3 and keep their statistics.
+    """
+    layers = [layer for layer in model._flatten_layers()
+              if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    if not layers or len(pixels) == 0:
+        return
+    saved = [layer.momentum for layer in layers]
+    try:
+        for k, start in enumerate(range(0, len(pixels), batch_size)):
+            if k == max_batches:
+                break
+            for layer in layers:
+                layer.momentum = k / (k + 1)
+            model(pixels[start:start + batch_size], training=True)
+    finally:
+        for layer, momentum in zip(layers, saved, strict=True):
+            layer.momentum = momentum

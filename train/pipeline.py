@@ -1,4 +1,4 @@
-"""tf.data input pipelines: decode → cache → shuffle → augment → rotate → batch → prefetch.
+"""tf.data input pipelines: decode → cache → shuffle → batch → augment → rotate → prefetch.
 
 Augmentation happens here, never in the model: random layers do not convert to ONNX and must not
 run at inference. Images stay uint8 end to end; the model casts and rescales them itself.
@@ -176,7 +176,7 @@ class PretextInput:
 
 
 def make_augmenter(seed: int) -> keras.Sequential:
-    """Random flip, zoom ±10 %, contrast ±10 % (design §5), on float pixels in [0, 255]."""
+    """Random flip, zoom ±10 %, contrast ±10 %, on float pixels in [0, 255]."""
     return keras.Sequential([
         keras.layers.RandomFlip("horizontal", seed=seed),
         keras.layers.RandomZoom(0.1, seed=seed + 1),

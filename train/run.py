@@ -45,6 +45,7 @@ from edge_ssl.train.sources import ImageSet, Source, load_source, split_pretext,
 from edge_ssl.train.stages import StageResult, finish_stage, fit_stage
 
 CALIBRATION_IMAGES = 256  # training images kept in heldout.npz for INT8 calibration
+GATE_IMAGES = 1000  # other training images on which export decides INT8/FP16 (never test images)
 # Held-out pretext images decoded to validate the pretext and kept for export: enough for a
 # ±1-point interval (8,000 rotated samples), and bounded however big the folder is.
 MAX_HELDOUT_PRETEXT = 2000
@@ -246,13 +247,18 @@ def _write_heldout(run: Path, config: TrainConfig, source: Source,
     if heldout_px is None:  # --pretext-from: that run's held-out pretext images
         with np.load(config.pretext_from / C.HELDOUT_FILE) as earlier:  # type: ignore[operator]
             heldout_px = earlier[C.HELDOUT_PRETEXT_IMAGES]
-    calibration = source.train.take(np.random.default_rng(config.seed).permutation(
-        len(source.train))[:CALIBRATION_IMAGES])
-    calibration_px, _ = pipeline.decode_eagerly(calibration, size, skipped, "calibration")
-    pretext_px = heldout_px
+    order = np.random.default_rng(config.seed).permutation(len(source.train))
+    calibration_px, _ = pipeline.decode_eagerly(
+        source.train.take(order[:CALIBRATION_IMAGES]), size, skipped, "calibration")
+    # With fewer training images than both need, the gate reuses calibration images: weaker
+    # evidence, but still never the test images.
+    gate = order[CALIBRATION_IMAGES:CALIBRATION_IMAGES + GATE_IMAGES]
+    gate_px, gate_y = _decode_labelled(source.train.take(gate if len(gate) else order),
+                                       size, skipped, "gate")
     write_with(run / C.HELDOUT_FILE, lambda tmp: np.savez_compressed(tmp, **{
         C.HELDOUT_CLASSIFIER_IMAGES: test_px, C.HELDOUT_CLASSIFIER_LABELS: test_y,
-        C.HELDOUT_PRETEXT_IMAGES: pretext_px[:MAX_HELDOUT_PRETEXT],
+        C.HELDOUT_GATE_IMAGES: gate_px, C.HELDOUT_GATE_LABELS: gate_y,
+        C.HELDOUT_PRETEXT_IMAGES: heldout_px[:MAX_HELDOUT_PRETEXT],
         C.HELDOUT_CALIBRATION_IMAGES: calibration_px}))
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from edge_ssl.atomic import write_json
 from edge_ssl.errors import ConfigError, RunDirError
+from edge_ssl.stats import Rate
 from edge_ssl.train.config import Schedule, load_run_config
 from edge_ssl.train.layers import CUT_LAYERS, DEFAULT_CUT
 from edge_ssl.train.sources import ImageSet, split_selection
@@ -228,7 +229,8 @@ def summarise(cells: list[dict[str, Any]], method_names: tuple[str, ...]) -> dic
     """Per method and budget: mean and standard deviation over seeds of the test accuracy (%).
 
     A collapsed network (one class for every test image) is left out of the mean and counted
-    in `collapsed`: it is a failure to report, not an accuracy.
+    in `collapsed`: it is a failure to report, not an accuracy. `pooled` adds up the test
+    predictions of all seeds, for an interval on the cell.
     """
     summary: dict[str, Any] = {}
     budgets = list(dict.fromkeys(c["budget"] for c in cells))
@@ -245,7 +247,11 @@ def summarise(cells: list[dict[str, Any]], method_names: tuple[str, ...]) -> dic
                 "std": round(float(np.std(accuracies, ddof=1)), 2) if len(accuracies) > 1
                 else None,
                 "seeds": len(accuracies), "collapsed": len(results) - len(accuracies),
-                "n_test": results[0]["n"] if results else 0}
+                "n_test": results[0]["n"] if results else 0,
+                # Every test prediction of every seed together (collapsed runs included: they
+                # are what the method did), with its Wilson interval.
+                "pooled": Rate(sum(r["hits"] for r in results),
+                               sum(r["n"] for r in results)).to_json() if results else None}
         summary[method] = rows
     return summary
 

@@ -1,4 +1,4 @@
-"""`edge-ssl bench`: latency and throughput of exported models, side by side (design §9)."""
+"""`edge-ssl bench`: latency and throughput of exported models, side by side."""
 
 from __future__ import annotations
 
