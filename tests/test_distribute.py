@@ -2,7 +2,8 @@
 
 Two logical CPU devices give a real MirroredStrategy, two processes on 127.0.0.1 with TF_CONFIG a
 real MultiWorkerMirroredStrategy. Both need a fresh process (devices are fixed when TensorFlow
-starts), so they run the CLI as users do.
+starts). The default run fits a three-layer network under each (tests/strategy_fit.py); the
+slow ones run the CLI as users do, on MobileNetV2, up to the export.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def test_warmup_rises_linearly_then_leaves_the_rate_alone() -> None:
     record = RecordRate()
     model.fit(x, y, batch_size=1, epochs=1, verbose=0,
               callbacks=[distribute.WarmUp(0.1, 0.5, 4), record])
-    assert record.rates[:6] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.5])
+    assert record.rates[:6] == pytest.approx([0.2, 0.3, 0.4, 0.5, 0.5, 0.5])
     model.optimizer.learning_rate = 0.25  # as ReduceLROnPlateau would
     record.rates.clear()
     model.fit(x, y, batch_size=1, epochs=1, verbose=0,  # resumed: step 10 > 4
@@ -97,7 +98,68 @@ def test_keras_workarounds_apply_only_inside_their_scope() -> None:
     assert (trainer.reduce_per_replica, trainer.TensorFlowTrainer._maybe_symbolic_build) == before
 
 
-# Real strategies, through the CLI ----------------------------------------------------------
+# Real strategies, on a three-layer network (tests/strategy_fit.py) ----------------------------
+
+STRATEGY_FIT = Path(__file__).with_name("strategy_fit.py")
+
+
+def strategy_fit(out: Path, args: list[str], env: dict[str, str] | None = None,
+                 log: Path | None = None) -> subprocess.Popen[str]:
+    out.mkdir(parents=True, exist_ok=True)
+    environment = {**os.environ, **(env or {})}
+    return subprocess.Popen([sys.executable, str(STRATEGY_FIT), str(out), *args],
+                            stdout=log.open("w") if log else subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=environment)
+
+
+def test_mirrored_on_two_logical_cpus_scales_warms_up_and_resumes(tmp_path: Path) -> None:
+    """A real MirroredStrategy over two logical CPU devices: global batch and rate doubled, the
+    warm-up climbs to the doubled rate, and a fit interrupted after its first epoch resumes
+    at the second on a freshly built model."""
+    process = strategy_fit(tmp_path, ["mirrored", "--cpu-replicas", "2",
+                                      "--stop-after-epoch", "0"])
+    out, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, out
+    result = json.loads((tmp_path / "result-local.json").read_text())
+    assert (result["strategy"], result["replicas"], len(result["devices"])) == ("mirrored", 2, 2)
+    assert (result["global_batch"], result["learning_rate"]) == (16, pytest.approx(2e-3))
+    steps = result["steps_per_epoch"]
+    assert steps == 32 // (2 * 2) and result["warmup_steps"] == steps
+    assert result["interrupted"] and result["first_epoch"] == 1 and result["epochs_run"] == 3
+    # Resumed after the warm-up: the doubled rate (then the cosine schedule's decay) from the
+    # first step, never the single-replica rate again.
+    assert result["rates"][0] == pytest.approx(2e-3 * (0.01 + 0.99 * 0.5 * (1 + np.cos(
+        np.pi / 2))), rel=1e-4)
+    assert len(result["rates"]) == 2 * steps
+    assert result["rates"][steps] == pytest.approx(2e-3 * 0.01, rel=1e-4)  # the last epoch
+    assert _epochs(tmp_path / "history.csv") == [0, 1, 2]
+
+
+def test_two_workers_on_localhost_train_in_sync(tmp_path: Path) -> None:
+    """A real MultiWorkerMirroredStrategy from TF_CONFIG: two processes on 127.0.0.1, each with
+    its shard of the data, end with the same weights; only the chief wrote the history."""
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+    processes = [strategy_fit(tmp_path, ["multi-worker", "--epochs", "2"], {
+        distribute.TF_CONFIG: json.dumps({"cluster": cluster,
+                                          "task": {"type": "worker", "index": index}})},
+        tmp_path / f"worker{index}.log") for index in range(2)]
+    for index, process in enumerate(processes):
+        assert finish(process, 300) == 0, (tmp_path / f"worker{index}.log").read_text()
+    chief, other = (json.loads((tmp_path / f"result-worker-{i}.json").read_text())
+                    for i in range(2))
+    assert (chief["strategy"], chief["workers"], chief["replicas"]) == ("multi-worker", 2, 2)
+    assert chief["global_batch"] == 16 and chief["steps_per_epoch"] == 32 // (2 * 2)
+    assert chief["epochs_run"] == other["epochs_run"] == 2
+    assert chief["weights"] == pytest.approx(other["weights"], rel=1e-6)
+    assert _epochs(tmp_path / "history.csv") == [0, 1]
+
+
+def _epochs(path: Path) -> list[int]:
+    with path.open() as f:
+        return [int(line.split(",")[0]) for line in f.readlines()[1:]]
+
+
+# Real strategies, through the CLI (slow: MobileNetV2's graph under a strategy takes a minute) --
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +221,7 @@ def run_cli(args: list[str], timeout: float = 600) -> str:
     return out
 
 
+@pytest.mark.slow
 def test_mirrored_on_two_logical_cpus_writes_a_run_that_exports(folder: Path,
                                                                   tmp_path: Path) -> None:
     runs, cache = tmp_path / "runs", tmp_path / "cache"
@@ -182,6 +245,7 @@ def test_mirrored_on_two_logical_cpus_writes_a_run_that_exports(folder: Path,
     assert (run / C.EXPORTS_DIR / C.CLASSIFIER_ONNX).is_file()
 
 
+@pytest.mark.slow
 def test_two_workers_on_localhost_train_one_run(folder: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     args = ["--data", str(folder), *TINY, "--strategy", "multi-worker", "--memory-cache-gb", "0",
@@ -202,7 +266,7 @@ def test_two_workers_on_localhost_train_one_run(folder: Path, tmp_path: Path) ->
     assert (run / C.CLASSIFIER_MODEL).is_file() and (run / C.HISTORY_PRETEXT).is_file()
 
 
-# Slower: learning and fault tolerance --------------------------------------------------------
+# Learning and fault tolerance -----------------------------------------------------------------
 
 
 def rotation_rate(run: Path) -> Rate:

@@ -114,8 +114,10 @@ class WarmUp(keras.callbacks.Callback):
         self._step = int(self.model.optimizer.iterations.numpy())
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        if self._step <= self.steps:
-            fraction = min(1.0, self._step / self.steps)
+        # Step k of the warm-up trains at start + (peak - start)·(k + 1)/steps: its last step
+        # at the peak, and the step after it at whatever the schedule sets for its epoch.
+        if self._step < self.steps:
+            fraction = (self._step + 1) / self.steps
             self.model.optimizer.learning_rate = self.start + (self.peak - self.start) * fraction
         self._step += 1
 
