@@ -11,6 +11,7 @@ from PIL import Image
 tf = pytest.importorskip("tensorflow")
 
 from edge_ssl.errors import DataError  # noqa: E402
+from edge_ssl.images import load_rgb  # noqa: E402
 from edge_ssl.train import pipeline  # noqa: E402
 from edge_ssl.train.config import Rotations  # noqa: E402
 from edge_ssl.train.sources import ImageSet  # noqa: E402
@@ -44,10 +45,22 @@ def test_corrupt_training_file_is_skipped_with_warning(files: list[Path]) -> Non
 def test_decode_eagerly_skips_and_fails_when_nothing_is_readable(files: list[Path]) -> None:
     skipped = pipeline.SkippedFiles()
     pixels, labels = pipeline.decode_eagerly(
-        ImageSet(paths=tuple(files), labels=np.zeros(len(files), np.int64)), 16, skipped, "val")
-    assert pixels.shape == (5, 16, 16, 3) and labels is not None and len(labels) == 5
+        ImageSet(paths=tuple(files), labels=np.arange(len(files))), 16, skipped, "val")
+    assert pixels.shape == (5, 16, 16, 3) and labels is not None
+    assert labels.tolist() == [0, 1, 3, 4, 5]  # the corrupt file's row and label are gone
+    np.testing.assert_array_equal(pixels[2], load_rgb(files[3], 16))
     with pytest.raises(DataError, match="none of the 1 val images"):
         pipeline.decode_eagerly(ImageSet(paths=(files[2],)), 16, skipped, "val")
+
+
+def test_pretext_eval_batches_are_rotated_slices_of_the_array() -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
+    batches = [(x.numpy(), y.numpy()) for x, y in pipeline.pretext_eval_dataset(pixels, 4)]
+    assert [len(y) for _, y in batches] == [16, 16, 8]
+    x, y = batches[2]  # the last, short batch: images 8 and 9 at 0°, 90°, 180°, 270°
+    np.testing.assert_array_equal(x, np.concatenate([np.rot90(pixels[8:], k, axes=(1, 2))
+                                                     for k in range(4)]))
+    assert y.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
 
 
 @pytest.mark.parametrize("rotations, per_batch", [(Rotations.all, 8), (Rotations.random, 8)])
