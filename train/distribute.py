@@ -123,26 +123,23 @@ class WarmUp(keras.callbacks.Callback):
 
 
 def configure_devices(cpu_replicas: int | None) -> None:
-    """Set up devices before TensorFlow starts its runtime.
-
-    GPUs get memory growth, so that a run takes the memory it needs rather than the whole card
-    (other processes, the export's onnxruntime, a second run can share it). `cpu_replicas`
-    splits a GPU-less machine's CPU into that many logical devices for MirroredStrategy.
+    """Split a GPU-less machine's CPU into `cpu_replicas` logical devices for MirroredStrategy,
+    before TensorFlow starts its runtime. (GPU memory growth is set when a command imports
+    TensorFlow: edge_ssl.quiet.)
 
     Raises:
         ConfigError: `cpu_replicas` on a machine with GPUs, or after TensorFlow has started.
     """
+    if cpu_replicas is None or cpu_replicas < 2:
+        return
     gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        raise ConfigError(f"--cpu-replicas {cpu_replicas} is not allowed: this machine has "
+                          f"{len(gpus)} GPU(s); mirrored training uses them.")
     try:
-        for gpu in gpus:
-            tf.config.experimental.set_memory_growth(gpu, True)
-        if cpu_replicas is not None and cpu_replicas > 1:
-            if gpus:
-                raise ConfigError(f"--cpu-replicas {cpu_replicas} is not allowed: this machine "
-                                  f"has {len(gpus)} GPU(s); mirrored training uses them.")
-            cpu = tf.config.list_physical_devices("CPU")[0]
-            tf.config.set_logical_device_configuration(
-                cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_replicas)
+        tf.config.set_logical_device_configuration(
+            tf.config.list_physical_devices("CPU")[0],
+            [tf.config.LogicalDeviceConfiguration()] * cpu_replicas)
     except RuntimeError as exc:  # TensorFlow has already initialised its devices
         raise ConfigError(f"devices cannot be configured once TensorFlow has started ({exc}); "
                           "start a new process.") from None
