@@ -223,8 +223,8 @@ def raise_worker_failure(exc: BaseException, resume_hint: str) -> None:
 
 @contextlib.contextmanager
 def _keras_multi_worker_fixes() -> Iterator[None]:
-    """Work around two bugs of Keras 3's TensorFlow trainer under MultiWorkerMirroredStrategy
-    (keras-team/keras#20585, open): `fit` reduces the first data batch with a nested
+    """Work around two failures of Keras 3's TensorFlow trainer under MultiWorkerMirroredStrategy
+    (seen with Keras 3.15 and TensorFlow 2.21): `fit` reduces the first data batch with a nested
     `strategy.reduce`, which the collective strategy cannot do, and reduces each step's scalar
     logs over axis 0, which scalars do not have. Both only produce logs and a symbolic build;
     here the logs are averaged over replicas (axis=None) and the build happens when the train
