@@ -59,7 +59,8 @@ def labelled_files(jpegs: Path, settings: Settings) -> ImageSet:
 def test_train_step(stage: str, bench_run: Path, finetune_model: Any,
                     validation_set: tuple[np.ndarray, np.ndarray], settings: Settings,
                     benchmark: Any, measure: Callable[..., None]) -> None:
-    """`train_on_batch` on one batch: pretext = B/4 images in all four rotations."""
+    """`train_on_batch` on one batch (pretext: B/4 images in all four rotations), and the loss
+    of that batch falls as it trains."""
     from edge_ssl.train import pipeline
 
     images, labels = validation_set
@@ -72,7 +73,15 @@ def test_train_step(stage: str, bench_run: Path, finetune_model: Any,
         model = finetune_model
         x, y = np.resize(images, (batch, *images.shape[1:])), np.resize(labels, batch)
     benchmark.extra_info.update(stage=stage, batch_size=batch, threads=settings.threads)
+
+    def loss() -> float:
+        return float(model.train_on_batch(x, y, return_dict=True)["loss"])
+
+    before = loss()
     measure(f"train-step-{stage}", lambda: model.train_on_batch(x, y), items=batch, warmup=3)
+    # The same batch again and again: a step that really trains lowers that batch's loss.
+    after = min(loss() for _ in range(3))
+    assert after < before, f"{stage}: loss {before:.4f} → {after:.4f}, the step does not train"
 
 
 @pytest.mark.parametrize("source", ["files", "cached"])

@@ -19,6 +19,7 @@ from edge_ssl.commands import (
     study,
     train,
 )
+from edge_ssl.help_format import HelpFormat, HelpFormatGroup
 
 app = typer.Typer(
     name="edge-ssl",
@@ -26,16 +27,17 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=HelpFormatGroup,
 )
-app.command("train")(train.train)
-app.command("finetune")(finetune.finetune)
-app.command("study")(study.study)
-app.command("demo-data")(demo_data.demo_data)
-app.command("export")(export.export)
-app.command("classify")(classify.classify)
-app.command("evaluate")(evaluate.evaluate)
-app.command("bench")(bench.bench)
-app.command("demo")(demo.demo)
+app.command("demo", cls=HelpFormat)(demo.demo)
+app.command("train", cls=HelpFormat)(train.train)
+app.command("finetune", cls=HelpFormat)(finetune.finetune)
+app.command("study", cls=HelpFormat)(study.study)
+app.command("demo-data", cls=HelpFormat)(demo_data.demo_data)
+app.command("export", cls=HelpFormat)(export.export)
+app.command("classify", cls=HelpFormat)(classify.classify)
+app.command("evaluate", cls=HelpFormat)(evaluate.evaluate)
+app.command("bench", cls=HelpFormat)(bench.bench)
 
 
 def main() -> None:

@@ -40,6 +40,7 @@ SAMPLES_PNG = "pretext_samples.png"
 REPORT_FILE = "report.json"
 CHECKPOINTS_DIR = "checkpoints"
 EXPORTS_DIR = "exports"
+TENSORBOARD_DIR = "tensorboard"  # with --tensorboard: one folder of event files per stage
 EXPORT_REPORT = "export_report.json"
 PRETEXT_ONNX = "pretext.onnx"
 CLASSIFIER_ONNX = "classifier.onnx"

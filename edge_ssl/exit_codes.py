@@ -1,9 +1,9 @@
 """Exit status of the runtime commands (`classify`, `evaluate`), one meaning each.
 
 Scripts can tell "fix the command line" from "fix the data" from "fix the model or the device".
+0 means every image was processed.
 """
 
-OK = 0
 SOME_SKIPPED = 1  # some files could not be read; every other file was processed
 USAGE = 2  # a bad option or argument (click's own code for usage errors)
 NOTHING_DONE = 3  # no image could be processed: none found, none readable, or unusable data

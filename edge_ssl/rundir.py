@@ -15,15 +15,20 @@ def new_run_name() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
 
 
-def create_run_dir(runs_dir: Path, name: str, overwrite: bool) -> Path:
-    """Make `runs_dir/name`, refusing to touch an existing run unless `overwrite`."""
+def create_run_dir(runs_dir: Path, name: str, overwrite: bool, resumable: bool = True) -> Path:
+    """Make `runs_dir/name`, refusing to touch an existing run unless `overwrite`.
+
+    `resumable`: whether to suggest `edge-ssl train --resume` for an existing run (not for the
+    demo, which also exports and classifies).
+    """
     if not name or name == LATEST or "/" in name or name.startswith("."):
         raise RunDirError(f"--name {name!r} is not a usable run name; pick a plain folder name.")
     run = runs_dir / name
     if run.exists() or run.is_symlink():
         if not overwrite:
-            raise RunDirError(f"{run} already exists; pass --overwrite to replace it, "
-                              f"--resume {run} to continue it, or --name to pick another name.")
+            resume = f", `edge-ssl train --resume {run}` to continue it," if resumable else ""
+            raise RunDirError(f"{run} already exists; pass --overwrite to replace it{resume} "
+                              "or --name to pick another name.")
         if run.is_symlink() or run.is_file():
             run.unlink()
         else:

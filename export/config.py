@@ -62,34 +62,40 @@ class ExportConfig:
     min_frame_agreement: float = 99.5
 
     def __post_init__(self) -> None:
+        # `option` is the `edge-ssl export` flag, or for settings only Python callers choose,
+        # the field: a message never names a flag the command does not have.
         def bad(option: str, value: Any, allowed: str) -> ConfigError:
-            return ConfigError(f"--{option} {value} is not allowed: {allowed}.")
+            return ConfigError(f"{option} {value} is not allowed: {allowed}.")
 
         def percent(option: str, value: float) -> None:
             if not (math.isfinite(value) and 0.0 <= value <= 100.0):
                 raise bad(option, f"{value:g}", "use a percentage from 0 to 100")
 
         if not isinstance(self.run_dir, Path):
-            raise bad("run", repr(self.run_dir), "expected a pathlib.Path")
+            raise bad("ExportConfig.run_dir", repr(self.run_dir), "expected a pathlib.Path")
         if self.opset not in SUPPORTED_OPSETS:
-            raise bad("opset", self.opset, f"use {SUPPORTED_OPSETS.start} (the antialiased "
+            raise bad("--opset", self.opset, f"use {SUPPORTED_OPSETS.start} (the antialiased "
                       "resize the preprocessing needs arrived in opset 18; tf2onnx converts up "
                       "to 18)")
-        for option in ("calibration_images", "gate_images", "verify_images", "frame_images",
-                       "frame_scale"):
-            if getattr(self, option) < 1:
-                raise bad(option.replace("_", "-"), getattr(self, option), "use at least 1")
+        for option, count in (("--calibration-images", self.calibration_images),
+                              ("ExportConfig.gate_images", self.gate_images),
+                              ("ExportConfig.verify_images", self.verify_images),
+                              ("ExportConfig.frame_images", self.frame_images),
+                              ("ExportConfig.frame_scale", self.frame_scale)):
+            if count < 1:
+                raise bad(option, count, "use at least 1")
         if self.max_fp32_nodes < 0:
-            raise bad("max-fp32-nodes", self.max_fp32_nodes, "use 0 (no fallback) or more")
-        percent("min-int8-agreement", self.min_int8_agreement)
-        percent("min-frame-agreement", self.min_frame_agreement)
-        for option, value in (("fp16-tolerance", self.fp16_tolerance),
-                              ("tolerance", self.tolerance)):
+            raise bad("--max-fp32-nodes", self.max_fp32_nodes, "use 0 (no fallback) or more")
+        percent("--min-int8-agreement", self.min_int8_agreement)
+        percent("ExportConfig.min_frame_agreement", self.min_frame_agreement)
+        for option, value in (("--fp16-tolerance", self.fp16_tolerance),
+                              ("ExportConfig.tolerance", self.tolerance)):
             if not (math.isfinite(value) and 0.0 < value < 1.0):
                 raise bad(option, f"{value:g}", "use a probability difference in (0, 1)")
         for size in self.verify_sizes:
             if len(size) != 2 or min(size) < 1:
-                raise bad("verify-sizes", size, "use (height, width) pairs of positive ints")
+                raise bad("ExportConfig.verify_sizes", size,
+                          "use (height, width) pairs of positive ints")
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -29,7 +29,7 @@ from edge_ssl.errors import ModelError, RunDirError
 from edge_ssl.export import convert, int8, quantize, verify
 from edge_ssl.export.config import CONFIG_FILE, ExportConfig
 from edge_ssl.export.report import ExportedFile, ExportReport, versions
-from edge_ssl.export.rundir import RunSource, open_run
+from edge_ssl.export.run_source import RunSource, open_run
 from edge_ssl.export.verify import Check
 from edge_ssl.stats import Rate, stratified_sample
 from edge_ssl.train.model import as_float32, load_model, mixed_policy, preprocess_of

@@ -72,25 +72,6 @@ def resolve_model(model: Path | None) -> Path:
     return DEFAULT_MODEL
 
 
-def read_model_info(path: Path) -> ModelInfo:
-    """Read and check a model's metadata and signature.
-
-    onnxruntime has no metadata-only reader, so this opens the cheapest session it offers: on
-    the CPU, one thread, graph optimisation off.
-
-    Raises:
-        ModelError: the file is missing, not ONNX, or not an edge-ssl model.
-    """
-    import onnxruntime as ort
-
-    ort.set_default_logger_severity(_ERRORS)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.intra_op_num_threads = 1
-    session = _load(Path(path), options, [CPU])
-    return model_info(session, Path(path))
-
-
 def open_session(
     path: Path, device: Device = Device.AUTO, threads: int | None = None, spin: bool = True
 ) -> tuple[ort.InferenceSession, ModelInfo, str]:

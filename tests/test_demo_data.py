@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -79,14 +78,6 @@ def test_upright_orientation_is_visible(demo_800: tuple[np.ndarray, np.ndarray])
     rotation = np.repeat(np.arange(4), len(thumbs))
     train = np.tile(np.arange(len(thumbs)) < 400, 4)
     assert _nearest_centroid_accuracy(rotated.reshape(len(rotated), -1), rotation, train) > 0.8
-
-
-def test_two_thousand_images_take_seconds() -> None:
-    start = time.perf_counter()
-    images, _ = generate(1000, seed=0)
-    elapsed = time.perf_counter() - start
-    assert len(images) == 2000
-    assert elapsed < 10, f"generating 2,000 images took {elapsed:.1f} s"
 
 
 def test_write_tree(tmp_path: Path) -> None:

@@ -50,7 +50,8 @@ def test_auto_schedule_early_stops_only_with_enough_selection_images() -> None:
     from edge_ssl.train.run import resolve_schedule
 
     config = TrainConfig()
-    assert resolve_schedule(config, np.repeat([0, 1], [50, 50])) is Schedule.early_stopping
-    assert resolve_schedule(config, np.repeat([0, 1], [50, 47])) is Schedule.fixed
+    assert resolve_schedule(config, np.repeat([0, 1], [250, 250])) is Schedule.early_stopping
+    assert resolve_schedule(config, np.repeat([0, 1], [250, 247])) is Schedule.fixed
+    assert resolve_schedule(config, np.repeat([0, 1], [50, 50])) is Schedule.fixed
     assert resolve_schedule(TrainConfig(schedule=Schedule.fixed),
                             np.repeat([0, 1], [500, 500])) is Schedule.fixed

@@ -8,6 +8,8 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from edge_ssl.train import pipeline  # noqa: E402
+from edge_ssl.train.config import Rotations  # noqa: E402
+from edge_ssl.train.sources import ImageSet  # noqa: E402
 
 
 @pytest.fixture()
@@ -46,6 +48,30 @@ def test_flip_happens_before_rotation(images: np.ndarray) -> None:
     # Flipping after the rotation would give a different (mislabelled) image for 90°.
     wrong = np.fliplr(np.rot90(images[0], 1))
     assert not np.array_equal(rotated.numpy()[3], wrong)
+
+
+def _bright_edge(image: np.ndarray) -> int:
+    """Where an image's bright band lies, as the k of np.rot90 that carries the top edge there:
+    0 top, 1 left, 2 bottom, 3 right."""
+    grey = image.astype(np.float32).mean(-1)
+    edges = [grey[:4].mean(), grey[:, :4].mean(), grey[-4:].mean(), grey[:, -4:].mean()]
+    return int(np.argmax(edges))
+
+
+@pytest.mark.parametrize("rotations", list(Rotations))
+def test_training_batches_carry_the_rotation_they_show(rotations: Rotations) -> None:
+    """Through the trainer's own pipeline (flip, zoom, contrast, then rotate): every sample's
+    label is where its top edge went. Rotating before the random flip would mislabel about half
+    of the 90° and 270° samples, so this fails when the order is wrong."""
+    up = np.zeros((16, 32, 32, 3), np.uint8)
+    up[:, :8] = 255  # a bright band along the top edge; a horizontal flip keeps it there
+    images = pipeline.image_dataset(ImageSet(pixels=up), 32, pipeline.SkippedFiles())
+    batches = pipeline.pretext_train_dataset(images, 16, rotations, seed=0, num_images=len(up))
+    seen = [(_bright_edge(x), int(y)) for _ in range(2) for xs, ys in batches
+            for x, y in zip(xs.numpy(), ys.numpy(), strict=True)]
+    assert len(seen) == 2 * len(up) * (4 if rotations is Rotations.all else 1)
+    assert {label for _, label in seen} == {0, 1, 2, 3}
+    assert [edge for edge, _ in seen] == [label for _, label in seen]
 
 
 def test_augment_keeps_uint8_range_and_shape(images: np.ndarray) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from edge_ssl import contract as C  # noqa: E402
 from edge_ssl.errors import TrainingError  # noqa: E402
 from edge_ssl.rundir import create_run_dir  # noqa: E402
 from edge_ssl.train.config import TrainConfig  # noqa: E402
-from edge_ssl.train.run import rotation_rate, train  # noqa: E402
+from edge_ssl.train.run import keras_verbosity, rotation_rate, train  # noqa: E402
 
 TINY = dict(demo_per_class=8, image_size=32, width=0.35, batch_size=8)
 
@@ -51,6 +52,15 @@ class FirstEpochs(keras.callbacks.Callback):
 def _epochs(path: Path) -> list[int]:
     with path.open() as f:
         return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+def test_keras_draws_its_progress_bar_only_on_a_terminal() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert keras_verbosity(Terminal()) == 1  # a bar redrawn every batch
+    assert keras_verbosity(io.StringIO()) == 2  # a pipe or a log file: one line per epoch
 
 
 def test_resume_continues_at_the_next_epoch(tmp_path: Path) -> None:
@@ -102,6 +112,7 @@ def test_nan_in_the_first_epoch_writes_no_model(tmp_path: Path) -> None:
     assert not (run / C.CLASSIFIER_MODEL).exists()
 
 
+@pytest.mark.slow
 def test_pretext_learns_rotation_well_above_chance(tmp_path: Path) -> None:
     """The pretext really learns: held-out rotation accuracy, in inference mode, > 0.6."""
     config = TrainConfig(demo_per_class=150, image_size=32, width=0.35, pretext_epochs=2,

@@ -71,6 +71,7 @@ def test_existing_run_is_not_overwritten(tmp_path: Path) -> None:
     (runs / "mine" / "keep.txt").write_text("precious")
     code, output = _train("--runs-dir", str(runs), "--name", "mine", "--demo-per-class", "2")
     assert code == 1 and "already exists; pass --overwrite" in output
+    assert f"`edge-ssl train --resume {runs / 'mine'}` to continue it" in output
     assert (runs / "mine" / "keep.txt").read_text() == "precious"
 
 
@@ -82,3 +83,15 @@ def test_resume_errors(tmp_path: Path) -> None:
     assert code == 1 and "drop --width" in output
     code, output = _train("--resume", str(tmp_path / "run"))
     assert code == 1 and "has no config.json" in output
+
+
+def test_tensorboard_without_its_package_fails_before_a_run_starts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorboard" else find_spec(name, *a))
+    code, output = _train("--tensorboard", "--runs-dir", str(tmp_path / "runs"))
+    assert code == 1 and "--tensorboard needs the tensorboard package: pip install" in output
+    assert not (tmp_path / "runs").exists()

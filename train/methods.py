@@ -34,7 +34,6 @@ SSL_FINETUNE, SSL_PROBE, SCRATCH, RANDOM_PROBE, COLOUR = (
 METHODS = (SSL_FINETUNE, SSL_PROBE, SCRATCH, RANDOM_PROBE, COLOUR)
 TITLES = {SSL_FINETUNE: "SSL fine-tune", SSL_PROBE: "SSL linear probe", SCRATCH: "from scratch",
           RANDOM_PROBE: "random-init probe", COLOUR: "colour histogram"}
-TRAINED = (SSL_FINETUNE, SCRATCH)  # the methods that fit a network (and can be saved)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import keras
 import numpy as np
@@ -82,6 +82,19 @@ def scratch_spec(config: TrainConfig) -> ModelSpec:
                    bn_momentum=config.bn_momentum or DEFAULT_BN_MOMENTUM_RANDOM)
 
 
+def tensorboard_callbacks(config: TrainConfig, run: Path,
+                          stage: str) -> list[keras.callbacks.Callback]:
+    """Keras' own TensorBoard logger for one stage, into RUN/tensorboard/<stage>/, when asked."""
+    if not config.tensorboard:
+        return []
+    return [keras.callbacks.TensorBoard(str(run / C.TENSORBOARD_DIR / stage))]
+
+
+def keras_verbosity(stream: TextIO) -> int:
+    """Keras' per-batch progress bar on a terminal; one line per epoch in a pipe or a log."""
+    return 1 if stream.isatty() else 2
+
+
 def resolve_schedule(config: TrainConfig, labels: np.ndarray) -> Schedule:
     """`auto` → early stopping when every class gives the selection split at least
     MIN_SELECTION_PER_CLASS images, else a fixed schedule that trains on every label."""
@@ -128,7 +141,7 @@ def train(config: TrainConfig, run: Path, *, source: Source | None = None, resum
     for note in source.notes:
         console.print(f"[dim]{note}[/]")
     skipped = pipeline.SkippedFiles()
-    verbosity = 1 if sys.stdout.isatty() else 2
+    verbosity = keras_verbosity(sys.stdout)
     pretext_train: ImageSet | None = None
     heldout_px: np.ndarray | None = None
     if config.pretext_from is None and not (run / C.PRETEXT_MODEL).exists():
@@ -263,7 +276,8 @@ def _write_heldout(run: Path, config: TrainConfig, source: Source,
 
 
 def _reuse_pretext(config: TrainConfig, run: Path, report: dict[str, Any]) -> keras.Model:
-    """The rotation model this run trained already, or the one of --pretext-from."""
+    """The rotation model this run trained already, or the one of the run that
+    `edge-ssl finetune` starts from (`config.pretext_from`)."""
     pretext_path = run / C.PRETEXT_MODEL
     if config.pretext_from is not None and not pretext_path.exists():
         write_with(pretext_path, lambda tmp: shutil.copyfile(
@@ -296,7 +310,8 @@ def _pretext_stage(config: TrainConfig, run: Path, source: Source, pretext_train
     pretext, stage, extra = _fit_pretext(
         config, run, pretext_train, heldout_px, skipped, cluster, verbosity,
         checkpoint_dir=run / C.CHECKPOINTS_DIR / "pretext", history_path=run / C.HISTORY_PRETEXT,
-        monitors=[monitor], extra_callbacks=extra_callbacks or [])
+        monitors=[monitor], extra_callbacks=[
+            *(extra_callbacks or []), *tensorboard_callbacks(config, run, "pretext")])
     pretext_path = run / C.PRETEXT_MODEL
     rotation = rotation_rate(pretext, heldout_px)
     write_with(pretext_path, pretext.save)
@@ -440,7 +455,8 @@ def _run_method(method: str, pretext: keras.Model, config: TrainConfig, run: Pat
         return methods.probe_backbone(method, random_init, config.cut, data)
     result = methods.train_network(
         method, pretext if method == methods.SSL_FINETUNE else random_init, data, settings,
-        run / HISTORY_FILES[method], run / C.CHECKPOINTS_DIR / method, extra_callbacks or [])
+        run / HISTORY_FILES[method], run / C.CHECKPOINTS_DIR / method,
+        [*(extra_callbacks or []), *tensorboard_callbacks(config, run, method)])
     assert result.model is not None and result.stage is not None  # network methods have both
     write_with(run / MODEL_FILES[method], result.model.save)
     finish_stage(run / C.CHECKPOINTS_DIR / method)

@@ -15,20 +15,23 @@ from edge_ssl.runtime.model import Device
 @user_errors
 def bench(
     models: Annotated[list[Path], typer.Argument(
-        help="ONNX models written by `edge-ssl export`, e.g. an FP32 and an INT8 variant.",
-        show_default=False)],
+        metavar="MODEL...", show_default=False,
+        help="ONNX models written by `edge-ssl export`, e.g. an FP32 and an INT8 variant.")],
     batch_sizes: Annotated[str, typer.Option(
-        help="Comma-separated batch sizes to time.")] = "1,8,32",
-    warmup: Annotated[int, typer.Option(min=0, help="Untimed runs per batch size.")] = 10,
-    iterations: Annotated[int, typer.Option(min=1, help="Timed runs per batch size.")] = 100,
+        metavar="N,N", help="Comma-separated batch sizes to time.")] = "1,8,32",
+    warmup: Annotated[int, typer.Option(
+        min=0, metavar="N", help="Untimed runs per batch size.")] = 10,
+    iterations: Annotated[int, typer.Option(
+        min=1, metavar="N", help="Timed runs per batch size.")] = 100,
     threads: Annotated[int | None, typer.Option(
-        min=1, show_default=False,
+        min=1, metavar="N", show_default=False,
         help="onnxruntime intra-op threads (default: one per core).")] = None,
     device: Annotated[Device, typer.Option(
-        case_sensitive=False,
-        help="Execution provider; auto takes CUDA when it starts, else the CPU.")] = Device.AUTO,
+        case_sensitive=False, metavar="DEVICE",
+        help="Execution provider: auto (CUDA when it starts, else the CPU), cpu, cuda or "
+             "tensorrt.")] = Device.AUTO,
     json_path: Annotated[Path | None, typer.Option(
-        "--json", dir_okay=False, show_default=False,
+        "--json", dir_okay=False, metavar="FILE", show_default=False,
         help="Also write every result and the CPU's description to this JSON file.")] = None,
 ) -> None:
     """Time models on random images at their native size: p50/p90/p99 latency, images/s."""

@@ -16,6 +16,7 @@ from rich.markup import escape
 from edge_ssl import exit_codes
 from edge_ssl.console import console, err_console, fail, user_errors
 from edge_ssl.errors import ConfigError, DataError, EdgeSslError
+from edge_ssl.help_format import INPUT, OUTPUT, RUNTIME
 from edge_ssl.runtime.model import Device
 
 
@@ -41,29 +42,35 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @user_errors
 def classify(
     paths: Annotated[list[Path], typer.Argument(
-        help="Image files and folders (JPEG, PNG, BMP, WebP, GIF, TIFF).", show_default=False)],
+        metavar="PATH...", show_default=False,
+        help="Image files and folders (JPEG, PNG, BMP, WebP, GIF, TIFF).")],
     model: Annotated[Path | None, typer.Option(
-        "--model", "-m", show_default=False,
+        "--model", "-m", metavar="FILE", rich_help_panel=INPUT, show_default=False,
         help="ONNX model written by `edge-ssl export` "
              "(default: the classifier of runs/latest).")] = None,
     recursive: Annotated[bool, typer.Option(
-        "--recursive", "-r", help="Also classify the images in subfolders.")] = False,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per inference call.")] = 32,
-    top_k: Annotated[int, typer.Option(
-        min=1, help="Also report the next best labels, up to this many in all.")] = 1,
+        "--recursive", "-r", rich_help_panel=INPUT,
+        help="Also classify the images in subfolders.")] = False,
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", dir_okay=False, show_default=False,
+        "--output", "-o", dir_okay=False, metavar="FILE", rich_help_panel=OUTPUT,
+        show_default=False,
         help="Write one row per file to this .csv or .jsonl file, as images finish, instead "
              "of a table.")] = None,
+    top_k: Annotated[int, typer.Option(
+        min=1, metavar="K", rich_help_panel=OUTPUT,
+        help="Also report the next best labels, up to this many in all.")] = 1,
     progress: Annotated[bool | None, typer.Option(
-        "--progress/--no-progress", show_default=False,
+        "--progress/--no-progress", rich_help_panel=OUTPUT, show_default=False,
         help="Draw a progress bar on the terminal (default: for 256 files or more). Never "
              "when piped.")] = None,
+    batch_size: Annotated[int, typer.Option(
+        min=1, metavar="N", rich_help_panel=RUNTIME, help="Images per inference call.")] = 32,
     device: Annotated[Device, typer.Option(
-        case_sensitive=False,
-        help="Execution provider; auto takes CUDA when it starts, else the CPU.")] = Device.AUTO,
+        case_sensitive=False, metavar="DEVICE", rich_help_panel=RUNTIME,
+        help="Execution provider: auto (CUDA when it starts, else the CPU), cpu, cuda or "
+             "tensorrt.")] = Device.AUTO,
     threads: Annotated[int | None, typer.Option(
-        min=1, show_default=False,
+        min=1, metavar="N", rich_help_panel=RUNTIME, show_default=False,
         help="onnxruntime intra-op threads (default: one per core).")] = None,
 ) -> None:
     """Label images with an exported model; the rotation model reports each image's rotation.

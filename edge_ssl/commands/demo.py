@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from edge_ssl.console import console, err_console, user_errors
+from edge_ssl.help_format import OUTPUT, TRAINING
 from edge_ssl.train.config import TrainConfig
 
 DEMO_IMAGES = "demo-images"
@@ -16,16 +17,30 @@ DEMO_IMAGES = "demo-images"
 
 @user_errors
 def demo(
-    runs_dir: Annotated[Path, typer.Option(help="Where the run directory goes.")] = Path("runs"),
-    name: Annotated[str, typer.Option(help="Run name.")] = "demo",
-    overwrite: Annotated[bool, typer.Option(help="Replace an earlier demo run.")] = False,
-    per_class: Annotated[int, typer.Option(help="Demo training images per class.")] = 300,
-    pretext_epochs: Annotated[int, typer.Option(help="Pretext epochs.")] = 2,
-    finetune_epochs: Annotated[int, typer.Option(help="Fine-tune epochs.")] = 5,
-    width: Annotated[float, typer.Option(help="MobileNetV2 width (alpha).")] = 1.0,
-    image_size: Annotated[int, typer.Option(help="Square training size.")] = 64,
-    int8: Annotated[bool, typer.Option(help="Also export and verify the INT8 variant.")] = True,
-    verbose: Annotated[bool, typer.Option(help="Show TensorFlow's own log lines.")] = False,
+    per_class: Annotated[int, typer.Option(
+        min=1, metavar="N", rich_help_panel=TRAINING,
+        help="Demo training images per class.")] = 300,
+    pretext_epochs: Annotated[int, typer.Option(
+        min=1, metavar="N", rich_help_panel=TRAINING, help="Pretext epochs.")] = 2,
+    finetune_epochs: Annotated[int, typer.Option(
+        min=1, metavar="N", rich_help_panel=TRAINING, help="Fine-tune epochs.")] = 5,
+    width: Annotated[float, typer.Option(
+        metavar="ALPHA", rich_help_panel=TRAINING, help="MobileNetV2 width multiplier.")] = 1.0,
+    image_size: Annotated[int, typer.Option(
+        metavar="N", rich_help_panel=TRAINING, help="Side of the square training images.")]
+        = 64,
+    int8: Annotated[bool, typer.Option(
+        "--int8/--no-int8", rich_help_panel=OUTPUT,
+        help="Also export and verify the INT8 variant.")] = True,
+    runs_dir: Annotated[Path, typer.Option(
+        metavar="DIR", rich_help_panel=OUTPUT, help="Where the run directory goes.")]
+        = Path("runs"),
+    name: Annotated[str, typer.Option(
+        metavar="NAME", rich_help_panel=OUTPUT, help="Run name.")] = "demo",
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", rich_help_panel=OUTPUT, help="Replace an earlier demo run.")] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", rich_help_panel=OUTPUT, help="Show TensorFlow's own log lines.")] = False,
 ) -> None:
     """Train on demo data with short settings, export to ONNX (FP32 + INT8), write demo
     images and classify them: every stage of edge-ssl, end to end."""
@@ -39,7 +54,7 @@ def demo(
 
     config = TrainConfig(demo_per_class=per_class, pretext_epochs=pretext_epochs,
                          finetune_epochs=finetune_epochs, width=width, image_size=image_size)
-    run = create_run_dir(runs_dir, name, overwrite)
+    run = create_run_dir(runs_dir, name, overwrite, resumable=False)
     console.rule("1/3 train: rotation pretext, then fine-tune (duck vs fish)")
     import_tensorflow(verbose)
     from edge_ssl.export.pipeline import export_run

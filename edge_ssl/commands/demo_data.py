@@ -16,12 +16,14 @@ def demo_data(
     directory: Annotated[Path, typer.Argument(
         metavar="DIR", help="Empty folder to write DIR/duck, DIR/fish and DIR/unlabeled into.")],
     per_class: Annotated[int, typer.Option(
-        "--per-class", min=1, help="Labelled images per class.")] = 500,
+        "--per-class", min=1, metavar="N", help="Labelled images per class.")] = 500,
     unlabeled: Annotated[int, typer.Option(
-        "--unlabeled", min=0, help="Extra unlabeled images for the rotation pretext.")] = 500,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Same seed, same images.")] = 0,
+        "--unlabeled", min=0, metavar="N",
+        help="Extra unlabeled images for the rotation pretext.")] = 500,
+    seed: Annotated[int, typer.Option(
+        "--seed", min=0, metavar="N", help="Same seed, same images.")] = 0,
     image_size: Annotated[int, typer.Option(
-        "--image-size", min=16, help="Side of the square images, in pixels.")] = 64,
+        "--image-size", min=16, metavar="N", help="Side of the square images, in pixels.")] = 64,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Write into a non-empty folder, replacing earlier demo images.")
     ] = False,

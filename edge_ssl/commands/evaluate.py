@@ -11,36 +11,42 @@ from rich.markup import escape
 from edge_ssl import exit_codes
 from edge_ssl.console import console, err_console, fail, user_errors
 from edge_ssl.errors import ConfigError, DataError, EdgeSslError
+from edge_ssl.help_format import DATA, OUTPUT, RUNTIME
 from edge_ssl.runtime.model import Device
 
 
 @user_errors
 def evaluate(
     models: Annotated[list[Path], typer.Argument(
+        metavar="MODEL...", show_default=False,
         help="ONNX models written by `edge-ssl export`, e.g. classifier.onnx and its "
-             "int8 and fp16 variants.", show_default=False)],
+             "int8 and fp16 variants.")],
     data: Annotated[Path, typer.Option(
-        "--data", "-d", show_default=False,
+        "--data", "-d", metavar="DIR", rich_help_panel=DATA, show_default=False,
         help="Labelled images: DIR/<class>/*.jpg, or a Tiny ImageNet folder (its val/).")],
     classes: Annotated[str | None, typer.Option(
-        show_default=False,
+        metavar="A,B", rich_help_panel=DATA, show_default=False,
         help="Only these classes, comma-separated: folder names, wnids or labels.")] = None,
     output_dir: Annotated[Path | None, typer.Option(
-        "--output-dir", "-o", file_okay=False, show_default=False,
+        "--output-dir", "-o", file_okay=False, metavar="DIR", rich_help_panel=OUTPUT,
+        show_default=False,
         help="Where the PNGs, CSVs and evaluation.json go (default: "
              "evaluations/<UTC time>).")] = None,
     overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="Write into an --output-dir that is not empty.")] = False,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per inference call.")] = 32,
+        "--overwrite", rich_help_panel=OUTPUT,
+        help="Write into an --output-dir that is not empty.")] = False,
     progress: Annotated[bool | None, typer.Option(
-        "--progress/--no-progress", show_default=False,
+        "--progress/--no-progress", rich_help_panel=OUTPUT, show_default=False,
         help="Draw a progress bar on the terminal (default: for 256 files or more). Never "
              "when piped.")] = None,
+    batch_size: Annotated[int, typer.Option(
+        min=1, metavar="N", rich_help_panel=RUNTIME, help="Images per inference call.")] = 32,
     device: Annotated[Device, typer.Option(
-        case_sensitive=False,
-        help="Execution provider; auto takes CUDA when it starts, else the CPU.")] = Device.AUTO,
+        case_sensitive=False, metavar="DEVICE", rich_help_panel=RUNTIME,
+        help="Execution provider: auto (CUDA when it starts, else the CPU), cpu, cuda or "
+             "tensorrt.")] = Device.AUTO,
     threads: Annotated[int | None, typer.Option(
-        min=1, show_default=False,
+        min=1, metavar="N", rich_help_panel=RUNTIME, show_default=False,
         help="onnxruntime intra-op threads (default: one per core).")] = None,
 ) -> None:
     """Accuracy (with n and a 95% interval), per-class precision/recall/F1, confusion matrix,

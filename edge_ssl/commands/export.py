@@ -12,11 +12,14 @@ from rich.table import Table
 from edge_ssl.console import console, err_console, fail, user_errors
 from edge_ssl.contract import EXPORT_REPORT
 from edge_ssl.export.config import ExportConfig
+from edge_ssl.help_format import OUTPUT
 
 # Exit status: 0 every file written; 1 nothing written (an error, or an FP32 file failed a
 # check); 2 a usage error; 3 the FP32 files were written but an INT8/FP16 variant missed its
 # gate and was left out.
 VARIANT_REJECTED = 3
+CONVERSION = "Conversion"
+VARIANTS = "INT8 and FP16 variants"
 
 if TYPE_CHECKING:
     from edge_ssl.export.report import ExportReport
@@ -26,28 +29,37 @@ if TYPE_CHECKING:
 @user_errors
 def export(
     run: Annotated[Path, typer.Argument(
-        help="Run directory written by `edge-ssl train`.")] = Path("runs/latest"),
+        metavar="RUN", help="Run directory written by `edge-ssl train`.")] = Path("runs/latest"),
     opset: Annotated[int, typer.Option(
+        metavar="N", rich_help_panel=CONVERSION,
         help="ONNX opset; 18, the first with the antialiased Resize the preprocessing needs.")]
         = 18,
+    seed: Annotated[int, typer.Option(
+        metavar="N", rich_help_panel=CONVERSION, help="Seed of the checks' image samples.")] = 0,
     int8: Annotated[bool, typer.Option(
-        "--int8", help="Also write static-QDQ INT8 variants (*.int8.onnx).")] = False,
+        "--int8", rich_help_panel=VARIANTS,
+        help="Also write static-QDQ INT8 variants (*.int8.onnx).")] = False,
     fp16: Annotated[bool, typer.Option(
-        "--fp16", help="Also write FP16 variants with FP32 inputs/outputs (*.fp16.onnx).")]
-        = False,
+        "--fp16", rich_help_panel=VARIANTS,
+        help="Also write FP16 variants with FP32 inputs/outputs (*.fp16.onnx).")] = False,
     calibration_images: Annotated[int, typer.Option(
+        metavar="N", rich_help_panel=VARIANTS,
         help="Most stored training images used to calibrate INT8.")] = 100,
     min_int8_agreement: Annotated[float, typer.Option(
+        metavar="PERCENT", rich_help_panel=VARIANTS,
         help="INT8 gate: % of held-out images whose top-1 must equal FP32's.")] = 99.0,
     max_fp32_nodes: Annotated[int, typer.Option(
+        metavar="N", rich_help_panel=VARIANTS,
         help="Most nodes INT8 may keep in FP32 to meet its gate (0: no fallback).")] = 16,
     fp16_tolerance: Annotated[float, typer.Option(
+        metavar="P", rich_help_panel=VARIANTS,
         help="FP16 gate: largest |Δprobability| allowed against FP32.")] = 0.05,
-    seed: Annotated[int, typer.Option(help="Seed of the checks' image samples.")] = 0,
     overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="Replace an existing RUN/exports folder.")] = False,
+        "--overwrite", rich_help_panel=OUTPUT, help="Replace an existing RUN/exports folder.")]
+        = False,
     verbose: Annotated[bool, typer.Option(
-        "--verbose", help="Show TensorFlow's and tf2onnx's own log lines.")] = False,
+        "--verbose", rich_help_panel=OUTPUT,
+        help="Show TensorFlow's and tf2onnx's own log lines.")] = False,
 ) -> None:
     """Convert the pretext and classifier models to ONNX with the preprocessing inside, and
     prove each file matches Keras before writing it.

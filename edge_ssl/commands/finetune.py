@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from edge_ssl.console import console, user_errors
+from edge_ssl.help_format import DATA, OUTPUT, TRAINING
 from edge_ssl.train.config import Freeze, Schedule, StrategyName, load_run_config
 from edge_ssl.train.layers import CUT_LAYERS, DEFAULT_CUT
 
@@ -16,35 +17,54 @@ from edge_ssl.train.layers import CUT_LAYERS, DEFAULT_CUT
 @user_errors
 def finetune(
     run: Annotated[Path, typer.Argument(
-        help="Run whose pretext.keras to start from.", show_default=False)],
+        metavar="RUN", help="Run whose pretext.keras to start from.", show_default=False)],
     classes: Annotated[str | None, typer.Option(
+        metavar="A,B", rich_help_panel=DATA, show_default=False,
         help="Fine-tune classes, comma-separated (wnids, words of words.txt, folder names); "
-             "default: the data's default classes.", show_default=False)] = None,
+             "default: the data's default classes.")] = None,
     data: Annotated[Path | None, typer.Option(
-        help="Labelled data; default: the pretext run's --data.", show_default=False)] = None,
+        metavar="DIR", rich_help_panel=DATA, show_default=False,
+        help="Labelled data; default: the pretext run's --data.")] = None,
     labels_per_class: Annotated[int | None, typer.Option(
+        metavar="N", rich_help_panel=DATA,
         help="Keep only N labelled images per class (seeded).")] = None,
-    finetune_epochs: Annotated[int, typer.Option(help="Most fine-tune epochs.")] = 40,
-    learning_rate: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    finetune_epochs: Annotated[int, typer.Option(
+        metavar="N", rich_help_panel=TRAINING, help="Most fine-tune epochs.")] = 40,
+    learning_rate: Annotated[float, typer.Option(
+        metavar="LR", rich_help_panel=TRAINING, help="Adam learning rate.")] = 1e-3,
     schedule: Annotated[Schedule, typer.Option(
+        metavar="MODE", rich_help_panel=TRAINING,
         help="early-stopping on a selection split, fixed cosine decay, or auto.")]
         = Schedule.auto,
     selection_fraction: Annotated[float, typer.Option(
+        metavar="F", rich_help_panel=TRAINING,
         help="Share of each class's labelled images in the selection split.")] = 0.2,
     cut: Annotated[str, typer.Option(
+        metavar="LAYER", rich_help_panel=TRAINING,
         help=f"Backbone layer the classifier is cut at: {', '.join(CUT_LAYERS)}.")]
         = DEFAULT_CUT,
     freeze: Annotated[Freeze, typer.Option(
+        metavar="none|backbone", rich_help_panel=TRAINING,
         help="backbone: train only the head.")] = Freeze.none,
     baseline: Annotated[bool, typer.Option(
+        "--baseline", rich_help_panel=TRAINING,
         help="Also measure the baselines (probes, from scratch, colour histogram).")] = False,
-    seed: Annotated[int, typer.Option(help="Seed for label sampling and initialisation.")] = 0,
-    runs_dir: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
+    seed: Annotated[int, typer.Option(
+        metavar="N", rich_help_panel=TRAINING,
+        help="Seed for label sampling and initialisation.")] = 0,
+    runs_dir: Annotated[Path, typer.Option(
+        metavar="DIR", rich_help_panel=OUTPUT, help="Where run directories go.")] = Path("runs"),
     name: Annotated[str | None, typer.Option(
-        help="New run's name; default: a UTC timestamp.", show_default=False)] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing run of that name.")]
+        metavar="NAME", rich_help_panel=OUTPUT, show_default=False,
+        help="New run's name; default: a UTC timestamp.")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", rich_help_panel=OUTPUT, help="Replace an existing run of that name.")]
         = False,
-    verbose: Annotated[bool, typer.Option(help="Show TensorFlow's own log lines.")] = False,
+    tensorboard: Annotated[bool, typer.Option(
+        "--tensorboard", rich_help_panel=OUTPUT,
+        help="Also log the fine-tune for TensorBoard, in the new run's tensorboard/.")] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", rich_help_panel=OUTPUT, help="Show TensorFlow's own log lines.")] = False,
 ) -> None:
     """Fine-tune an existing run's rotation-pretrained backbone on other classes or labels.
 
@@ -52,7 +72,7 @@ def finetune(
     `edge-ssl export` takes like any other; the pretext run is left untouched. Trains on one
     device, as every fine-tune does, whatever strategy trained the pretext.
     """
-    from edge_ssl.commands.train import print_summary, split_classes
+    from edge_ssl.commands.train import print_summary, require_tensorboard, split_classes
     from edge_ssl.contract import PRETEXT_MODEL
     from edge_ssl.errors import RunDirError
     from edge_ssl.quiet import import_tensorflow
@@ -69,8 +89,9 @@ def finetune(
         classes=split_classes(classes), labels_per_class=labels_per_class,
         finetune_epochs=finetune_epochs, learning_rate=learning_rate, schedule=schedule,
         selection_fraction=selection_fraction, cut=cut, freeze=freeze, baseline=baseline,
-        seed=seed, pretext_from=pretext_run, strategy=StrategyName.default, cpu_replicas=None,
-        cache_dir=None)
+        seed=seed, tensorboard=tensorboard, pretext_from=pretext_run,
+        strategy=StrategyName.default, cpu_replicas=None, cache_dir=None)
+    require_tensorboard(config)
     source = load_source(config)  # bad data fails before a run directory is created
     new_run = create_run_dir(runs_dir, name or new_run_name(), overwrite)
     console.print(f"Run directory: {new_run} (pretext from {pretext_run})")

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from edge_ssl.console import console, user_errors
+from edge_ssl.help_format import DATA, OUTPUT, TRAINING
 from edge_ssl.train.config import Schedule
 from edge_ssl.train.layers import CUT_LAYERS, DEFAULT_CUT
 from edge_ssl.train.study import DEFAULT_BUDGETS, METHOD_NAMES
@@ -16,33 +17,52 @@ from edge_ssl.train.study import DEFAULT_BUDGETS, METHOD_NAMES
 @user_errors
 def study(
     run: Annotated[Path, typer.Argument(
-        help="Run whose pretext.keras every SSL method starts from.", show_default=False)],
+        metavar="RUN", show_default=False,
+        help="Run whose pretext.keras every SSL method starts from.")],
     classes: Annotated[str | None, typer.Option(
-        help="Classes of the task, comma-separated; default: the data's default classes.",
-        show_default=False)] = None,
+        metavar="A,B", rich_help_panel=DATA, show_default=False,
+        help="Classes of the task, comma-separated; default: the data's default classes.")]
+        = None,
     data: Annotated[Path | None, typer.Option(
-        help="Labelled data; default: the pretext run's --data.", show_default=False)] = None,
+        metavar="DIR", rich_help_panel=DATA, show_default=False,
+        help="Labelled data; default: the pretext run's --data.")] = None,
     budgets: Annotated[str, typer.Option(
+        metavar="N,N", rich_help_panel=DATA,
         help="Labelled images per class, comma-separated; 'all' for every one.")]
         = ",".join(map(str, DEFAULT_BUDGETS)),
-    seeds: Annotated[int, typer.Option(help="Seeds per budget (label samples, inits).")] = 3,
-    methods: Annotated[str, typer.Option(help="Methods to run, comma-separated.")]
+    seeds: Annotated[int, typer.Option(
+        metavar="N", rich_help_panel=TRAINING,
+        help="Seeds per budget (label samples, inits).")] = 3,
+    methods: Annotated[str, typer.Option(
+        metavar="A,B", rich_help_panel=TRAINING, show_default=False,
+        help=f"Methods to run, comma-separated; default: all of {', '.join(METHOD_NAMES)}.")]
         = ",".join(METHOD_NAMES),
     schedule: Annotated[Schedule, typer.Option(
-        help="Fine-tune schedule of every cell; fixed trains the same way at every budget.")]
-        = Schedule.fixed,
+        metavar="MODE", rich_help_panel=TRAINING,
+        help="Fine-tune schedule of every cell (early-stopping, fixed or auto); fixed trains "
+             "the same way at every budget.")] = Schedule.fixed,
+    selection_fraction: Annotated[float, typer.Option(
+        metavar="F", rich_help_panel=TRAINING,
+        help="With --schedule early-stopping: share of each class's labels in the selection "
+             "split.")] = 0.2,
     cut: Annotated[str, typer.Option(
+        metavar="LAYER", rich_help_panel=TRAINING,
         help=f"Backbone layer cut for fine-tunes and probes: {', '.join(CUT_LAYERS)}.")]
         = DEFAULT_CUT,
-    finetune_epochs: Annotated[int, typer.Option(help="Epochs of each network method.")] = 40,
-    learning_rate: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    finetune_epochs: Annotated[int, typer.Option(
+        metavar="N", rich_help_panel=TRAINING, help="Epochs of each network method.")] = 40,
+    learning_rate: Annotated[float, typer.Option(
+        metavar="LR", rich_help_panel=TRAINING, help="Adam learning rate.")] = 1e-3,
     name: Annotated[str | None, typer.Option(
-        help="Study folder name under RUN/studies; default: the classes.",
-        show_default=False)] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace a study of that name.")] = False,
+        metavar="NAME", rich_help_panel=OUTPUT, show_default=False,
+        help="Study folder name under RUN/studies; default: the classes.")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", rich_help_panel=OUTPUT, help="Replace a study of that name.")] = False,
     resume: Annotated[bool, typer.Option(
+        "--resume", rich_help_panel=OUTPUT,
         help="Continue an interrupted study of that name with its saved options.")] = False,
-    verbose: Annotated[bool, typer.Option(help="Show TensorFlow's own log lines.")] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", rich_help_panel=OUTPUT, help="Show TensorFlow's own log lines.")] = False,
 ) -> None:
     """For each budget and seed: SSL fine-tune, SSL linear probe, from scratch, random-init
     probe and colour histogram on the same labels and test images; writes study.json and
@@ -71,8 +91,8 @@ def study(
         run=pretext_run, data=data, classes=chosen,
         budgets=tuple(parse_budget(b) for b in budgets.split(",") if b.strip()),
         seeds=seeds, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
-        schedule=schedule, cut=cut, finetune_epochs=finetune_epochs,
-        learning_rate=learning_rate)
+        schedule=schedule, selection_fraction=selection_fraction, cut=cut,
+        finetune_epochs=finetune_epochs, learning_rate=learning_rate)
     out = study_dir(pretext_run, name or ("-".join(chosen) if chosen else "default"))
     config = prepare(config, out, overwrite=overwrite, resume=resume)
     console.print(f"Study folder: {out}")

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from edge_ssl.console import console, user_errors
-from edge_ssl.errors import RunDirError
+from edge_ssl.errors import EdgeSslError, RunDirError
+from edge_ssl.help_format import DATA, MODEL, OUTPUT, TRAINING
 from edge_ssl.train.config import (
     DEFAULT_MEMORY_CACHE_GB,
     Freeze,
@@ -25,95 +26,136 @@ def split_classes(value: str | None) -> tuple[str, ...]:
     return tuple(c.strip() for c in value.split(",") if c.strip()) if value else ()
 
 
+def require_tensorboard(config: TrainConfig) -> None:
+    """Fail before a run starts, not at its first epoch, when --tensorboard cannot log."""
+    import importlib.util
+
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise EdgeSslError("--tensorboard needs the tensorboard package: "
+                           "pip install tensorboard (the [train] extra includes it).")
+
+
 @user_errors
 def train(
     ctx: typer.Context,
     data: Annotated[Path | None, typer.Option(
-        help="Tiny ImageNet folder (has wnids.txt) or DIR/<class>/*.jpg; default: demo data.",
-        show_default=False)] = None,
+        metavar="DIR", rich_help_panel=DATA, show_default=False,
+        help="Tiny ImageNet folder (has wnids.txt) or DIR/<class>/*.jpg; default: demo data.")]
+        = None,
     unlabeled: Annotated[Path | None, typer.Option(
+        metavar="DIR", rich_help_panel=DATA,
         help="Extra loose images for the pretext (with a class-per-folder --data).")] = None,
     classes: Annotated[str | None, typer.Option(
-        help="Fine-tune classes, comma-separated: wnids, words from words.txt, or folder names.",
-        show_default=False)] = None,
+        metavar="A,B", rich_help_panel=DATA, show_default=False,
+        help="Fine-tune classes, comma-separated: wnids, words from words.txt, or folder names.")]
+        = None,
     pretext_classes: Annotated[int | None, typer.Option(
+        metavar="K", rich_help_panel=DATA,
         help="Tiny ImageNet: pretext on the first K classes only.")] = None,
     labels_per_class: Annotated[int | None, typer.Option(
+        metavar="N", rich_help_panel=DATA,
         help="Keep only N labelled images per class for the fine-tune (seeded).")] = None,
-    demo_per_class: Annotated[int, typer.Option(help="Demo data: training images per class.")]
-        = 500,
-    image_size: Annotated[int, typer.Option(help="Square training size S.")] = 64,
-    width: Annotated[float, typer.Option(help="MobileNetV2 width (alpha).")] = 1.0,
+    demo_per_class: Annotated[int, typer.Option(
+        metavar="N", rich_help_panel=DATA, help="Demo data: training images per class.")] = 500,
+    image_size: Annotated[int, typer.Option(
+        metavar="N", rich_help_panel=MODEL, help="Side of the square training images.")] = 64,
+    width: Annotated[float, typer.Option(
+        metavar="ALPHA", rich_help_panel=MODEL, help="MobileNetV2 width multiplier.")] = 1.0,
     backbone_weights: Annotated[Path | None, typer.Option(
-        exists=True, dir_okay=False,
+        exists=True, dir_okay=False, metavar="FILE", rich_help_panel=MODEL,
         help="Local ImageNet MobileNetV2 no-top .h5 weights; switches rescaling to [-1, 1].")]
         = None,
     bn_momentum: Annotated[float | None, typer.Option(
-        help="BatchNorm momentum; default 0.9 (random init) or 0.999 (ImageNet weights).",
-        show_default=False)] = None,
-    rotations: Annotated[Rotations, typer.Option(
-        help="all: the 4 rotations of an image in one batch; random: one per image.")]
-        = Rotations.all,
-    batch_size: Annotated[int, typer.Option(help="Samples per batch.")] = 32,
-    pretext_epochs: Annotated[int, typer.Option(help="Most pretext epochs.")] = 100,
-    finetune_epochs: Annotated[int, typer.Option(help="Most fine-tune epochs.")] = 40,
-    learning_rate: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
-    patience: Annotated[int, typer.Option(
-        help="EarlyStopping patience in epochs (held-out or selection accuracy).")] = 10,
-    lr_patience: Annotated[int, typer.Option(
-        help="ReduceLROnPlateau patience (held-out or selection loss, factor 0.5).")] = 4,
-    freeze: Annotated[Freeze, typer.Option(
-        help="backbone: train only the head during the fine-tune.")] = Freeze.none,
-    schedule: Annotated[Schedule, typer.Option(
-        help="Fine-tune: early-stopping on a selection split carved from the labels, or "
-             "fixed (cosine decay, every label trains); auto picks early-stopping when each "
-             "class gives the split at least 10 images.")] = Schedule.auto,
-    selection_fraction: Annotated[float, typer.Option(
-        help="Share of each class's labelled images in the selection split.")] = 0.2,
+        metavar="M", rich_help_panel=MODEL, show_default=False,
+        help="BatchNorm momentum; default 0.9 (random init) or 0.999 (ImageNet weights).")]
+        = None,
     cut: Annotated[str, typer.Option(
+        metavar="LAYER", rich_help_panel=MODEL,
         help=f"Backbone layer the classifier is cut at: {', '.join(CUT_LAYERS)}.")]
         = DEFAULT_CUT,
+    rotations: Annotated[Rotations, typer.Option(
+        metavar="all|random", rich_help_panel=TRAINING,
+        help="all: the 4 rotations of an image in one batch; random: one per image.")]
+        = Rotations.all,
+    batch_size: Annotated[int, typer.Option(
+        metavar="N", rich_help_panel=TRAINING, help="Samples per batch.")] = 32,
+    pretext_epochs: Annotated[int, typer.Option(
+        metavar="N", rich_help_panel=TRAINING, help="Most pretext epochs.")] = 100,
+    finetune_epochs: Annotated[int, typer.Option(
+        metavar="N", rich_help_panel=TRAINING, help="Most fine-tune epochs.")] = 40,
+    learning_rate: Annotated[float, typer.Option(
+        metavar="LR", rich_help_panel=TRAINING, help="Adam learning rate.")] = 1e-3,
+    patience: Annotated[int, typer.Option(
+        metavar="N", rich_help_panel=TRAINING,
+        help="EarlyStopping patience in epochs (held-out or selection accuracy).")] = 10,
+    lr_patience: Annotated[int, typer.Option(
+        metavar="N", rich_help_panel=TRAINING,
+        help="ReduceLROnPlateau patience (held-out or selection loss, factor 0.5).")] = 4,
+    freeze: Annotated[Freeze, typer.Option(
+        metavar="none|backbone", rich_help_panel=TRAINING,
+        help="backbone: train only the head during the fine-tune.")] = Freeze.none,
+    schedule: Annotated[Schedule, typer.Option(
+        metavar="MODE", rich_help_panel=TRAINING,
+        help="Fine-tune: early-stopping on a selection split carved from the labels, or "
+             "fixed (cosine decay, every label trains); auto picks early-stopping when each "
+             "class gives the split at least 50 images.")] = Schedule.auto,
+    selection_fraction: Annotated[float, typer.Option(
+        metavar="F", rich_help_panel=TRAINING,
+        help="Share of each class's labelled images in the selection split.")] = 0.2,
     baseline: Annotated[bool, typer.Option(
+        "--baseline", rich_help_panel=TRAINING,
         help="Also measure the baselines on the same labels and test images: SSL linear "
              "probe, from scratch, random-init probe, colour histogram.")] = False,
-    seed: Annotated[int, typer.Option(help="Seed for splits, sampling and initialisation.")] = 0,
+    seed: Annotated[int, typer.Option(
+        metavar="N", rich_help_panel=TRAINING,
+        help="Seed for splits, sampling and initialisation.")] = 0,
     mixed_precision: Annotated[bool, typer.Option(
+        "--mixed-precision", rich_help_panel=TRAINING,
         help="mixed_float16 policy (GPUs); the softmax and the loss stay float32.")] = False,
     strategy: Annotated[StrategyName, typer.Option(
-        help="How the pretext is distributed: mirrored over this machine's GPUs, multi-worker "
-             "over the machines of TF_CONFIG, default on one device; auto picks mirrored with "
-             "several GPUs and multi-worker when TF_CONFIG names a cluster.")]
+        metavar="MODE", rich_help_panel=TRAINING,
+        help="auto, default, mirrored or multi-worker: how the pretext is distributed (one "
+             "device; this machine's GPUs; the machines of TF_CONFIG). auto picks mirrored "
+             "with several GPUs, multi-worker when TF_CONFIG names a cluster.")]
         = StrategyName.auto,
     cpu_replicas: Annotated[int | None, typer.Option(
+        metavar="N", rich_help_panel=TRAINING, show_default=False,
         help="Without GPUs: split the CPU into N logical devices for --strategy mirrored "
-             "(to try distributed training; not faster).", show_default=False)] = None,
+             "(to try distributed training; not faster).")] = None,
     cache_dir: Annotated[Path | None, typer.Option(
-        file_okay=False,
+        metavar="DIR", rich_help_panel=DATA, file_okay=False, show_default=False,
         help="Cache decoded pretext images in files here (a fast local disk); default: in "
-             "memory when they fit --memory-cache-gb, else in RUN/cache.",
-        show_default=False)] = None,
+             "memory when they fit --memory-cache-gb, else in RUN/cache.")] = None,
     memory_cache_gb: Annotated[float, typer.Option(
+        metavar="GB", rich_help_panel=DATA,
         help="Most decoded pretext images (GB, per worker) kept in memory; beyond, on disk.")]
         = DEFAULT_MEMORY_CACHE_GB,
-    runs_dir: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
-    name: Annotated[str | None, typer.Option(help="Run name; default: a UTC timestamp.",
-                                             show_default=False)] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing run of that name.")]
+    runs_dir: Annotated[Path, typer.Option(
+        metavar="DIR", rich_help_panel=OUTPUT, help="Where run directories go.")] = Path("runs"),
+    name: Annotated[str | None, typer.Option(
+        metavar="NAME", rich_help_panel=OUTPUT, show_default=False,
+        help="Run name; default: a UTC timestamp.")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", rich_help_panel=OUTPUT, help="Replace an existing run of that name.")]
         = False,
     resume: Annotated[Path | None, typer.Option(
-        help="Continue an interrupted run from its last completed epoch.", show_default=False)]
-        = None,
-    verbose: Annotated[bool, typer.Option(help="Show TensorFlow's own log lines.")] = False,
+        metavar="RUN", rich_help_panel=OUTPUT, show_default=False,
+        help="Continue an interrupted run from its last completed epoch.")] = None,
+    tensorboard: Annotated[bool, typer.Option(
+        "--tensorboard", rich_help_panel=OUTPUT,
+        help="Also log every stage for TensorBoard, in RUN/tensorboard/.")] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", rich_help_panel=OUTPUT, help="Show TensorFlow's own log lines.")] = False,
 ) -> None:
     """Pretrain MobileNetV2 by rotation prediction, then fine-tune it into a classifier."""
     from edge_ssl.quiet import import_tensorflow
 
     if resume is not None:
-        given = [p for p in ctx.params if p not in ("resume", "verbose")
-                 and _given_on_command_line(ctx, p)]
+        given = [p.opts[0] for p in ctx.command.params if p.name not in ("resume", "verbose")
+                 and p.name is not None and _given_on_command_line(ctx, p.name)]
         if given:
             raise RunDirError(f"--resume continues with the run's saved options; drop "
-                              f"{', '.join('--' + g.replace('_', '-') for g in given)}.")
+                              f"{', '.join(given)}.")
     else:
         config = TrainConfig(
             data=data, unlabeled=unlabeled, classes=split_classes(classes),
@@ -125,7 +167,7 @@ def train(
             lr_patience=lr_patience, freeze=freeze, schedule=schedule,
             selection_fraction=selection_fraction, cut=cut, baseline=baseline, seed=seed,
             mixed_precision=mixed_precision, strategy=strategy, cpu_replicas=cpu_replicas,
-            cache_dir=cache_dir, memory_cache_gb=memory_cache_gb)
+            cache_dir=cache_dir, memory_cache_gb=memory_cache_gb, tensorboard=tensorboard)
     from edge_ssl.rundir import create_run_dir, new_run_name, point_latest, resolve_run
     from edge_ssl.train.sources import Source, load_source
 
@@ -133,7 +175,8 @@ def train(
     if resume is not None:
         run = resolve_run(resume)
         config = load_run_config(run)
-    else:
+    require_tensorboard(config)
+    if resume is None:
         source = load_source(config)  # bad data fails before a run directory is created
         run = runs_dir / (name or new_run_name())
     import_tensorflow(verbose)
