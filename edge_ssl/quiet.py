@@ -1,11 +1,12 @@
-"""Keep TensorFlow's C++/absl start-up noise off the user's terminal unless --verbose."""
+"""Start TensorFlow for a command: its C++/absl start-up noise kept off the user's terminal
+unless --verbose, and GPUs set to take memory as needed."""
 
 from __future__ import annotations
 
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 
 @contextmanager
@@ -45,7 +46,7 @@ def import_tensorflow(verbose: bool = False) -> None:
 def _import() -> None:
     try:
         import keras  # noqa: F401
-        import tensorflow  # noqa: F401
+        import tensorflow as tf
     except ImportError:
         from edge_ssl.errors import EdgeSslError
 
@@ -53,3 +54,9 @@ def _import() -> None:
             "TensorFlow is not installed; training and export need it: "
             "pip install 'edge-ssl[train]'"
         ) from None
+    # Memory growth: TensorFlow takes GPU memory as it needs it instead of the whole card at
+    # start, so that onnxruntime (export's checks), another run or another process can share it.
+    # Set before any device is initialised; devices of a TensorFlow already started keep theirs.
+    for gpu in tf.config.list_physical_devices("GPU"):
+        with suppress(RuntimeError):
+            tf.config.experimental.set_memory_growth(gpu, True)

@@ -32,7 +32,7 @@ from edge_ssl.export.report import ExportedFile, ExportReport, versions
 from edge_ssl.export.run_source import RunSource, open_run
 from edge_ssl.export.verify import Check
 from edge_ssl.stats import Rate, stratified_sample
-from edge_ssl.train.model import load_model, preprocess_of
+from edge_ssl.train.model import as_float32, load_model, mixed_policy, preprocess_of
 
 
 @dataclass(frozen=True)
@@ -67,11 +67,11 @@ def export_run(config: ExportConfig, log: Callable[[str], None] = lambda _: None
     exports = source.path / contract.EXPORTS_DIR
     _refuse_existing(exports, config.overwrite)
     jobs = _jobs(source)
-    models = {job.name: _load(source, job) for job in jobs}  # fail fast, before converting
+    trained = {job.name: _load(source, job) for job in jobs}  # fail fast, before converting
     exported_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     files: list[tuple[ExportedFile, bytes]] = []
     for job in jobs:
-        files += _export_model(models[job.name], job, source, config, exported_at, log)
+        files += _export_model(trained[job.name], job, source, config, exported_at, log)
     verify.raise_failures((f.file, check) for f, _ in files if f.precision == "fp32"
                           for check in f.checks)
     report = ExportReport(exports, source.name, exported_at, config, [f for f, _ in files],
@@ -154,7 +154,7 @@ def _load(source: RunSource, job: _Job) -> keras.Model:
     return model
 
 
-def _export_model(model: keras.Model, job: _Job, source: RunSource, config: ExportConfig,
+def _export_model(trained: keras.Model, job: _Job, source: RunSource, config: ExportConfig,
                   exported_at: str, log: Callable[[str], None]) -> list[tuple[ExportedFile, bytes]]:
     """The FP32 file and, when asked and FP32 passed, its INT8/FP16 variants.
 
@@ -162,7 +162,13 @@ def _export_model(model: keras.Model, job: _Job, source: RunSource, config: Expo
     larger ones). Parity, raw frames and the reported accuracies use the test images; whether a
     variant is kept, and which nodes INT8 keeps in FP32, is decided on training images (the
     gate sample), so that no test image steers a choice.
+
+    A model trained with mixed precision is rebuilt in float32 with the same weights first; the
+    file is that float32 model, checked against it like any other, and how far its answers are
+    from the mixed-precision model's is recorded beside it.
     """
+    policy = mixed_policy(trained)
+    model = as_float32(trained) if policy else trained
     def meta(precision: str) -> dict[str, Any]:
         return convert.metadata(job.task, job.labels, preprocess_of(model), source.name,
                                 exported_at, precision)
@@ -187,7 +193,9 @@ def _export_model(model: keras.Model, job: _Job, source: RunSource, config: Expo
     gate_images, gate_targets = job.gate[gate], job.gate_targets[gate]
     fp32 = verify.predict(sess, gate_images)
     exported = _file(f"{job.name}.onnx", job, "fp32", data,
-                     verify.accuracy(verify.predict(sess, test_images), test_targets), checks)
+                     verify.accuracy(verify.predict(sess, test_images), test_targets), checks,
+                     rebuilt=verify.compare_rebuild(trained, model, policy, job.images[sample(
+                         config.verify_images)]) if policy else None)
     files = [(exported, data)]
     if not exported.passed:
         return files  # the variants' reference is wrong: do not build on them
@@ -264,6 +272,7 @@ def _parity(model: keras.Model, sess: onnxruntime.InferenceSession, native: np.n
 
 def _file(name: str, job: _Job, precision: str, data: bytes, accuracy: Rate | None,
           checks: list[Check], calibration_images: int | None = None,
-          fp32_nodes: tuple[str, ...] | None = None) -> ExportedFile:
+          fp32_nodes: tuple[str, ...] | None = None,
+          rebuilt: dict[str, Any] | None = None) -> ExportedFile:
     return ExportedFile(name, job.name, precision, len(data), hashlib.sha256(data).hexdigest(),
-                        accuracy, checks, calibration_images, fp32_nodes)
+                        accuracy, checks, calibration_images, fp32_nodes, rebuilt)

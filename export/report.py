@@ -33,6 +33,9 @@ class ExportedFile:
     checks: list[Check]
     calibration_images: int | None = None
     fp32_nodes: tuple[str, ...] | None = None  # INT8: the nodes the fallback kept in FP32
+    # A model trained with mixed precision, converted from its float32 rebuild: how the rebuild's
+    # answers compare with the mixed-precision model's (edge_ssl.export.verify.compare_rebuild).
+    rebuilt: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -54,6 +57,8 @@ class ExportedFile:
             data["calibration_images"] = self.calibration_images
         if self.fp32_nodes is not None:
             data["fp32_nodes"] = list(self.fp32_nodes)
+        if self.rebuilt is not None:
+            data["float32_rebuild"] = self.rebuilt
         return data
 
 

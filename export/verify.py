@@ -150,6 +150,23 @@ def check_parity(reference: Callable[[np.ndarray], np.ndarray], sess: ort.Infere
         "tolerance": tolerance, "top1_mismatches": mismatches, "top1_ties": ties})
 
 
+def compare_rebuild(trained: Callable[..., Any], rebuilt: Callable[..., Any], policy: str,
+                    images: np.ndarray) -> dict[str, Any]:
+    """How a mixed-precision model's float32 rebuild answers compared with the model as trained.
+
+    Evidence, not a gate: the float32 rebuild computes what the trained weights mean without
+    float16 rounding, and is what the file is checked against. The difference is what float16
+    activations changed during training-time inference.
+    """
+    expected = np.asarray(trained(images, training=False), dtype=np.float32)
+    actual = np.asarray(rebuilt(images, training=False), dtype=np.float32)
+    return {"trained_precision": policy, "exported_precision": "float32",
+            "images": len(images),
+            "max_abs_diff_vs_trained": float(np.max(np.abs(actual - expected))),
+            "top1_agreement_vs_trained": Rate.of(
+                expected.argmax(axis=1) == actual.argmax(axis=1)).to_json()}
+
+
 def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> Rate:
     """Top-1 accuracy with its n and 95 % interval."""
     return Rate.of(probabilities.argmax(axis=1) == labels)

@@ -290,6 +290,34 @@ def test_failed_verification_writes_nothing(source_run: Path, tmp_path: Path,
     assert not (run / contract.EXPORTS_DIR).exists() and hidden_leftovers(run) == []
 
 
+def test_mixed_precision_models_export_in_float32_and_pass_parity(tmp_path: Path) -> None:
+    """Trained under mixed_float16, the models are rebuilt in float32 with the same weights,
+    converted, and pass the same parity checks; float16 graphs would miss them (max |Δp| ~0.05)."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        run = export_fixtures.write_run(tmp_path / export_fixtures.RUN_NAME)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    trained = keras.models.load_model(run / contract.CLASSIFIER_MODEL, compile=False)
+    assert trained.get_layer("backbone").layers[1].compute_dtype == "float16"
+    result = invoke(run)
+    assert result.exit_code == 0, result.output
+    assert "rebuild" in result.output  # the table says so
+    saved = json.loads((run / contract.EXPORTS_DIR / contract.EXPORT_REPORT).read_text())
+    for entry in saved["files"]:
+        parity = [c for c in entry["checks"] if c["check"].startswith("parity")]
+        assert parity and all(c["passed"] and c["max_abs_diff"] <= TOLERANCE for c in parity)
+        rebuild = entry["float32_rebuild"]
+        assert rebuild["trained_precision"] == "mixed_float16" and rebuild["images"] > 0
+        # The float32 copy computes the same function: close to the float16 answers, not equal.
+        assert 0 < rebuild["max_abs_diff_vs_trained"] < 0.5
+        proto = onnx.load(run / contract.EXPORTS_DIR / entry["file"])
+        assert {i.data_type for i in proto.graph.initializer} <= {
+            onnx.TensorProto.FLOAT, onnx.TensorProto.INT64, onnx.TensorProto.INT32}
+        assert not [n for n in proto.graph.node if n.op_type == "Cast" and any(
+            a.name == "to" and a.i == onnx.TensorProto.FLOAT16 for a in n.attribute)]
+
+
 def test_augmentation_op_breaks_the_contract(exported: tuple[Path, ExportReport]
                                              ) -> None:
     proto = onnx.load(exported[0] / "classifier.onnx")

@@ -19,6 +19,7 @@ from edge_ssl.train.model import (  # noqa: E402
     build_backbone,
     build_classifier,
     build_model,
+    predict,
     recompute_batchnorm_statistics,
 )
 
@@ -127,3 +128,20 @@ def test_mixed_precision_keeps_preprocess_and_softmax_float32(mixed_precision: N
     assert model.get_layer(BACKBONE_NAME).compute_dtype == "float16"
     assert model.get_layer("preprocess").compute_dtype == "float32"
     assert model.output.dtype == "float32"
+
+
+def test_predict_runs_bounded_batches_of_a_graph_and_keeps_no_model_alive() -> None:
+    import gc
+    import weakref
+
+    model = build_model(SPEC, 4, "pretext")
+    x = np.random.default_rng(0).integers(0, 256, (300, 32, 32, 3), dtype=np.uint8)
+    # 300 images at 32 px: a batch of 256, then one of 44; the same answers as the model.
+    np.testing.assert_allclose(predict(model, x), np.asarray(model(x, training=False)),
+                               atol=1e-6)
+    big = np.zeros((3, 224, 224, 3), np.uint8)  # frames of another size: the same graph
+    assert predict(model, big).shape == (3, 4)
+    owner = weakref.ref(model)
+    del model
+    gc.collect()
+    assert owner() is None

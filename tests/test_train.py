@@ -17,7 +17,7 @@ from edge_ssl import contract as C  # noqa: E402
 from edge_ssl.errors import TrainingError  # noqa: E402
 from edge_ssl.rundir import create_run_dir  # noqa: E402
 from edge_ssl.train.config import TrainConfig  # noqa: E402
-from edge_ssl.train.run import keras_verbosity, train  # noqa: E402
+from edge_ssl.train.run import keras_verbosity, rotation_rate, train  # noqa: E402
 
 TINY = dict(demo_per_class=8, image_size=32, width=0.35, batch_size=8)
 
@@ -128,3 +128,15 @@ def test_pretext_learns_rotation_well_above_chance(tmp_path: Path) -> None:
     accuracy = float((model.predict(rotated, verbose=0).argmax(1) == k).mean())
     assert accuracy > 0.6
     assert json.loads((run / C.CONFIG_FILE).read_text())["bn_momentum"] == 0.9
+
+
+def test_rotation_rate_rotates_a_chunk_at_a_time() -> None:
+    from edge_ssl.train import methods, pipeline
+    from edge_ssl.train.model import ModelSpec, build_model
+
+    model = build_model(ModelSpec(image_size=32, width=0.35, bn_momentum=0.9), 4, "pretext")
+    pixels = np.random.default_rng(1).integers(0, 256, (7, 32, 32, 3), dtype=np.uint8)
+    rotated, k = (np.asarray(t) for t in pipeline.rotate_all(pixels))
+    whole = methods.predict_classes(model, rotated) == k
+    rate = rotation_rate(model, pixels, chunk=3)
+    assert (rate.hits, rate.n) == (int(whole.sum()), 28)

@@ -43,6 +43,19 @@ class Schedule(str, Enum):
     fixed = "fixed"  # all labels train; cosine decay over --finetune-epochs, last epoch kept
 
 
+class StrategyName(str, Enum):
+    """Which tf.distribute strategy trains the pretext."""
+
+    auto = "auto"  # several GPUs → mirrored; a TF_CONFIG cluster → multi-worker; else default
+    default = "default"  # one device: the first GPU, else the CPU
+    mirrored = "mirrored"  # every GPU of this machine (or --cpu-replicas logical CPUs)
+    multi_worker = "multi-worker"  # every machine of TF_CONFIG, each with all its GPUs
+
+
+# Decoded pretext images stay in memory up to this size, per worker; beyond it they go to disk.
+DEFAULT_MEMORY_CACHE_GB = 2.0
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a run depends on. `data=None` means the built-in demo dataset."""
@@ -73,6 +86,10 @@ class TrainConfig:
     mixed_precision: bool = False
     tensorboard: bool = False  # log every stage into RUN/tensorboard/<stage>/
     pretext_from: Path | None = None  # fine-tune the pretext of this run instead of training one
+    strategy: StrategyName = StrategyName.auto
+    cpu_replicas: int | None = None  # split a GPU-less machine's CPU into this many devices
+    cache_dir: Path | None = None  # decoded pretext images cached in files here
+    memory_cache_gb: float = DEFAULT_MEMORY_CACHE_GB
 
     def __post_init__(self) -> None:
         def bad(field: str, value: Any, allowed: str) -> ConfigError:
@@ -103,6 +120,15 @@ class TrainConfig:
             raise bad("cut", self.cut, f"use one of {', '.join(CUT_LAYERS)}")
         if self.learning_rate <= 0:
             raise bad("learning_rate", self.learning_rate, "use a positive value such as 1e-3")
+        if self.cpu_replicas is not None and self.cpu_replicas < 1:
+            raise bad("cpu_replicas", self.cpu_replicas, "use 1 or more, e.g. 2")
+        if self.cpu_replicas is not None and self.cpu_replicas > 1 and self.strategy not in (
+                StrategyName.auto, StrategyName.mirrored):
+            raise bad("cpu_replicas", self.cpu_replicas,
+                      "logical CPU devices are for --strategy mirrored (or auto)")
+        if self.memory_cache_gb < 0:
+            raise bad("memory_cache_gb", self.memory_cache_gb,
+                      "use 0 (always on disk) or more, e.g. 2")
 
     @property
     def effective_bn_momentum(self) -> float:
@@ -129,13 +155,14 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in values.items() if k in known}
-        for key in ("data", "unlabeled", "backbone_weights", "pretext_from"):
+        for key in ("data", "unlabeled", "backbone_weights", "pretext_from", "cache_dir"):
             if kwargs.get(key) is not None:
                 kwargs[key] = Path(kwargs[key])
         kwargs["classes"] = tuple(kwargs.get("classes", ()))
         kwargs["rotations"] = Rotations(kwargs.get("rotations", "all"))
         kwargs["freeze"] = Freeze(kwargs.get("freeze", "none"))
         kwargs["schedule"] = Schedule(kwargs.get("schedule", "auto"))
+        kwargs["strategy"] = StrategyName(kwargs.get("strategy", "auto"))
         return cls(**kwargs)
 
     @classmethod

@@ -24,6 +24,7 @@ from edge_ssl.train.model import (
     ModelSpec,
     build_classifier,
     build_model,
+    predict,
     recompute_batchnorm_statistics,
 )
 from edge_ssl.train.stages import StageResult, fit_stage
@@ -139,10 +140,9 @@ def train_network(method: str, source: keras.Model, data: Labelled, settings: Fi
     return MethodResult(method, Rate.of(predicted == test_y), stage, model, collapsed)
 
 
-def predict_classes(model: keras.Model, pixels: np.ndarray, batch: int = 256) -> np.ndarray:
+def predict_classes(model: keras.Model, pixels: np.ndarray) -> np.ndarray:
     """Class indices for uint8 `[N, S, S, 3]`, in inference mode."""
-    return np.concatenate([np.asarray(model(pixels[i:i + batch], training=False)).argmax(1)
-                           for i in range(0, len(pixels), batch)])
+    return predict(model, pixels).argmax(1)
 
 
 def run_in_memory(methods: Sequence[str], pretext: keras.Model, spec: ModelSpec,

@@ -10,11 +10,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from edge_ssl.train.model import BACKBONE_NAME
+from edge_ssl.train.model import BACKBONE_NAME, predict
 
 COLOUR_BINS = 4  # per channel: 4 × 4 × 4 = 64 colour bins
 PROBE_ALPHAS = np.logspace(-2, 4, 13)  # ridge strengths tried by leave-one-out on training data
-FEATURE_BATCH = 256
 
 
 def colour_histogram(pixels: np.ndarray, bins: int = COLOUR_BINS) -> np.ndarray:
@@ -40,9 +39,7 @@ def feature_extractor(model: keras.Model, layer: str) -> keras.Model:
 
 def extract(extractor: keras.Model, pixels: np.ndarray) -> np.ndarray:
     """Features of uint8 `[N, S, S, 3]` images in inference mode, `float32 [N, D]`."""
-    chunks = [np.asarray(extractor(pixels[i:i + FEATURE_BATCH], training=False))
-              for i in range(0, len(pixels), FEATURE_BATCH)]
-    return np.concatenate(chunks).astype(np.float32)
+    return predict(extractor, pixels).astype(np.float32)
 
 
 def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from edge_ssl.atomic import write_with
 from edge_ssl.errors import TrainingError
+from edge_ssl.train.distribute import WarmUp
 
 
 @dataclass(frozen=True)
@@ -27,15 +28,18 @@ class StageResult:
     selection_accuracy: float | None  # the restored weights on the selection split, if any
     epochs_run: int
     best_epoch: int
-    images_per_second: float
+    images_per_second: float  # training samples/s, median of the epochs after the first
+    first_epoch_images_per_second: float  # the session's first epoch: files decoded, cache filled
     wall_seconds: float
     diverged: bool
 
 
 class Throughput(keras.callbacks.Callback):
-    """Training samples per second, timed from the first to the last batch of each epoch.
+    """Training samples per second of each epoch, timed from the end of its first batch (which
+    carries graph tracing and the first fill of the prefetch buffer) to the end of its last.
 
-    Validation and the first epoch (graph tracing, cache filling) are left out.
+    Validation is left out. The first epoch of a session reads image files and fills the
+    decoded-image cache; later epochs read the cache, so the two rates compare the two sources.
     """
 
     def __init__(self, samples_per_batch: int) -> None:
@@ -45,6 +49,7 @@ class Throughput(keras.callbacks.Callback):
         self._start = 0.0
         self._batches = 0
         self._end = 0.0
+        self._first = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._start, self._batches = time.perf_counter(), 0
@@ -52,15 +57,27 @@ class Throughput(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self._batches += 1
         self._end = time.perf_counter()
+        if self._batches == 1:
+            self._first = self._end
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if self._batches and self._end > self._start:
-            self.rates.append(self._batches * self.samples_per_batch / (self._end - self._start))
+        if self._batches > 1 and self._end > self._first:
+            seconds, batches = self._end - self._first, self._batches - 1
+        elif self._batches and self._end > self._start:
+            seconds, batches = self._end - self._start, self._batches
+        else:
+            return
+        self.rates.append(batches * self.samples_per_batch / seconds)
 
     @property
     def images_per_second(self) -> float:
+        """Median over the epochs after the first (the first decodes files)."""
         steady = self.rates[1:] or self.rates
         return sorted(steady)[len(steady) // 2] if steady else 0.0
+
+    @property
+    def first_epoch_images_per_second(self) -> float:
+        return self.rates[0] if self.rates else 0.0
 
 
 def fit_stage(
@@ -73,13 +90,22 @@ def fit_stage(
     patience: int,
     lr_patience: int,
     samples_per_batch: int,
-    history_path: Path,
+    history_path: Path | None,
     checkpoint_dir: Path,
     verbose: int,
     monitors: Sequence[keras.callbacks.Callback] = (),
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+    steps_per_epoch: int | None = None,
+    warmup: tuple[float, int] | None = None,
+    restore_from: Path | None = None,
 ) -> StageResult:
     """Compile and fit `model`, resuming from `checkpoint_dir` if an earlier fit was cut short.
+
+    Call it inside the strategy's scope for distributed training, with `train` a distributed
+    dataset, `steps_per_epoch` its steps per epoch (it repeats endlessly), `warmup` the
+    (starting learning rate, steps) of the linear warm-up to `learning_rate`, and, on a worker
+    that is not the chief, `restore_from` the chief's checkpoint folder: every worker resumes
+    from the chief's backup (a shared file system), and writes its own only to `checkpoint_dir`.
 
     With a `selection` set, EarlyStopping (best weights restored) and ReduceLROnPlateau watch it;
     without one the schedule is fixed: cosine decay over `epochs`, by epoch so that a resumed
@@ -97,6 +123,9 @@ def fit_stage(
         metrics=["accuracy"],
     )
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    backup = checkpoint_dir / "backup"
+    if restore_from is not None and (restore_from / "backup").is_dir():
+        shutil.copytree(restore_from / "backup", backup, dirs_exist_ok=True)
     log_path = checkpoint_dir / "history.csv"
     throughput = Throughput(samples_per_batch)
     early = None
@@ -108,8 +137,11 @@ def fit_stage(
     else:
         schedule = [keras.callbacks.LearningRateScheduler(
             lambda epoch: cosine_learning_rate(learning_rate, epoch, epochs))]
+    if warmup is not None:
+        start_rate, warmup_steps = warmup
+        schedule.append(WarmUp(start_rate, learning_rate, warmup_steps))
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(checkpoint_dir / "backup"), delete_checkpoint=False,
+        keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False,
                                          double_checkpoint=True),
         keras.callbacks.TerminateOnNaN(),
         *schedule,
@@ -121,7 +153,7 @@ def fit_stage(
     start = time.perf_counter()
     # shuffle=False: the tf.data pipeline already shuffles (Keras warns otherwise).
     history = model.fit(train, validation_data=selection, epochs=epochs, callbacks=callbacks,
-                        verbose=verbose, shuffle=False)
+                        verbose=verbose, shuffle=False, steps_per_epoch=steps_per_epoch)
     wall = time.perf_counter() - start
     diverged = any(not math.isfinite(v) for v in history.history.get("loss", []))
     best_epoch = _rows(log_path)
@@ -135,7 +167,7 @@ def fit_stage(
                             "saved. Lower --learning-rate and start a new run.")
     selection_accuracy = (float(model.evaluate(selection, verbose=0)[1])
                           if selection is not None else None)
-    if log_path.exists():
+    if log_path.exists() and history_path is not None:
         write_with(history_path, lambda tmp: shutil.copyfile(log_path, tmp))
     return StageResult(
         schedule="early-stopping" if selection is not None else "fixed",
@@ -143,6 +175,7 @@ def fit_stage(
         epochs_run=_rows(log_path),
         best_epoch=best_epoch,
         images_per_second=throughput.images_per_second,
+        first_epoch_images_per_second=throughput.first_epoch_images_per_second,
         wall_seconds=wall,
         diverged=diverged,
     )

@@ -107,8 +107,14 @@ def report_table(report: ExportReport) -> Table:
             f"{exported.accuracy.ci95[1]:.1f})")
         name = exported.file if exported.passed else f"{exported.file} (not written)"
         name += " (!)" if exported.advisories else ""
+        evidence = _evidence(exported.checks)
+        if exported.rebuilt is not None:
+            rebuilt = exported.rebuilt
+            evidence += (f"\nfloat32 rebuild of a {rebuilt['trained_precision']} model: top-1 as "
+                         f"trained {rebuilt['top1_agreement_vs_trained']['percent']:.1f}%, "
+                         f"max |Δp| {rebuilt['max_abs_diff_vs_trained']:.0e}")
         table.add_row(escape(name), f"{exported.size_bytes / 1e6:.2f} MB", accuracy,
-                      f"{passed}/{len(exported.checks)}", escape(_evidence(exported.checks)))
+                      f"{passed}/{len(exported.checks)}", escape(evidence))
     if any(exported.advisories for exported in report.files):
         table.caption = "(!) raw frames fed to this file change some answers: see the warning"
     return table

@@ -10,7 +10,7 @@ import typer
 
 from edge_ssl.console import console, user_errors
 from edge_ssl.help_format import DATA, OUTPUT, TRAINING
-from edge_ssl.train.config import Freeze, Schedule, load_run_config
+from edge_ssl.train.config import Freeze, Schedule, StrategyName, load_run_config
 from edge_ssl.train.layers import CUT_LAYERS, DEFAULT_CUT
 
 
@@ -69,7 +69,8 @@ def finetune(
     """Fine-tune an existing run's rotation-pretrained backbone on other classes or labels.
 
     Writes a new run directory (pretext.keras copied, classifier.keras trained) that
-    `edge-ssl export` takes like any other; the pretext run is left untouched.
+    `edge-ssl export` takes like any other; the pretext run is left untouched. Trains on one
+    device, as every fine-tune does, whatever strategy trained the pretext.
     """
     from edge_ssl.commands.train import print_summary, require_tensorboard, split_classes
     from edge_ssl.contract import PRETEXT_MODEL
@@ -88,7 +89,8 @@ def finetune(
         classes=split_classes(classes), labels_per_class=labels_per_class,
         finetune_epochs=finetune_epochs, learning_rate=learning_rate, schedule=schedule,
         selection_fraction=selection_fraction, cut=cut, freeze=freeze, baseline=baseline,
-        seed=seed, tensorboard=tensorboard, pretext_from=pretext_run)
+        seed=seed, tensorboard=tensorboard, pretext_from=pretext_run,
+        strategy=StrategyName.default, cpu_replicas=None, cache_dir=None)
     require_tensorboard(config)
     source = load_source(config)  # bad data fails before a run directory is created
     new_run = create_run_dir(runs_dir, name or new_run_name(), overwrite)

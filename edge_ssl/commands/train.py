@@ -10,7 +10,15 @@ import typer
 from edge_ssl.console import console, user_errors
 from edge_ssl.errors import EdgeSslError, RunDirError
 from edge_ssl.help_format import DATA, MODEL, OUTPUT, TRAINING
-from edge_ssl.train.config import Freeze, Rotations, Schedule, TrainConfig, load_run_config
+from edge_ssl.train.config import (
+    DEFAULT_MEMORY_CACHE_GB,
+    Freeze,
+    Rotations,
+    Schedule,
+    StrategyName,
+    TrainConfig,
+    load_run_config,
+)
 from edge_ssl.train.layers import CUT_LAYERS, DEFAULT_CUT
 
 
@@ -103,7 +111,25 @@ def train(
         help="Seed for splits, sampling and initialisation.")] = 0,
     mixed_precision: Annotated[bool, typer.Option(
         "--mixed-precision", rich_help_panel=TRAINING,
-        help="mixed_float16 policy (GPUs); the softmax stays float32.")] = False,
+        help="mixed_float16 policy (GPUs); the softmax and the loss stay float32.")] = False,
+    strategy: Annotated[StrategyName, typer.Option(
+        metavar="MODE", rich_help_panel=TRAINING,
+        help="auto, default, mirrored or multi-worker: how the pretext is distributed (one "
+             "device; this machine's GPUs; the machines of TF_CONFIG). auto picks mirrored "
+             "with several GPUs, multi-worker when TF_CONFIG names a cluster.")]
+        = StrategyName.auto,
+    cpu_replicas: Annotated[int | None, typer.Option(
+        metavar="N", rich_help_panel=TRAINING, show_default=False,
+        help="Without GPUs: split the CPU into N logical devices for --strategy mirrored "
+             "(to try distributed training; not faster).")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(
+        metavar="DIR", rich_help_panel=DATA, file_okay=False, show_default=False,
+        help="Cache decoded pretext images in files here (a fast local disk); default: in "
+             "memory when they fit --memory-cache-gb, else in RUN/cache.")] = None,
+    memory_cache_gb: Annotated[float, typer.Option(
+        metavar="GB", rich_help_panel=DATA,
+        help="Most decoded pretext images (GB, per worker) kept in memory; beyond, on disk.")]
+        = DEFAULT_MEMORY_CACHE_GB,
     runs_dir: Annotated[Path, typer.Option(
         metavar="DIR", rich_help_panel=OUTPUT, help="Where run directories go.")] = Path("runs"),
     name: Annotated[str | None, typer.Option(
@@ -140,7 +166,8 @@ def train(
             finetune_epochs=finetune_epochs, learning_rate=learning_rate, patience=patience,
             lr_patience=lr_patience, freeze=freeze, schedule=schedule,
             selection_fraction=selection_fraction, cut=cut, baseline=baseline, seed=seed,
-            mixed_precision=mixed_precision, tensorboard=tensorboard)
+            mixed_precision=mixed_precision, strategy=strategy, cpu_replicas=cpu_replicas,
+            cache_dir=cache_dir, memory_cache_gb=memory_cache_gb, tensorboard=tensorboard)
     from edge_ssl.rundir import create_run_dir, new_run_name, point_latest, resolve_run
     from edge_ssl.train.sources import Source, load_source
 
@@ -148,19 +175,32 @@ def train(
     if resume is not None:
         run = resolve_run(resume)
         config = load_run_config(run)
-        require_tensorboard(config)
-        point_latest(run)
-        console.print(f"Resuming {run}")
-    else:
-        require_tensorboard(config)
+    require_tensorboard(config)
+    if resume is None:
         source = load_source(config)  # bad data fails before a run directory is created
-        run = create_run_dir(runs_dir, name or new_run_name(), overwrite)
-        console.print(f"Run directory: {run}")
+        run = runs_dir / (name or new_run_name())
     import_tensorflow(verbose)
+    from edge_ssl.train.distribute import connect
     from edge_ssl.train.run import train as run_training
 
-    report = run_training(config, run, source=source, resume=resume is not None)
-    print_summary(run, report)
+    # Before anything else touches TensorFlow: the strategy fixes the devices.
+    cluster = connect(config.strategy, config.cpu_replicas)
+    console.print(f"Strategy: {cluster.name.value}, {cluster.replicas} replica"
+                  f"{'s' if cluster.replicas > 1 else ''}"
+                  + (f" over {cluster.workers} workers, this is {cluster.task}"
+                     if cluster.workers > 1 else "")
+                  + f" ({', '.join(cluster.devices)})")
+    if cluster.is_chief:
+        if resume is not None:
+            point_latest(run)
+            console.print(f"Resuming {run}")
+        else:
+            run = create_run_dir(runs_dir, run.name, overwrite)
+            console.print(f"Run directory: {run}")
+    report = run_training(config, run, source=source, resume=resume is not None,
+                          cluster=cluster)
+    if cluster.is_chief:
+        print_summary(run, report)
 
 
 def _given_on_command_line(ctx: typer.Context, param: str) -> bool:
