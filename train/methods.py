@@ -74,12 +74,16 @@ class MethodResult:
     collapsed: bool = False  # predicted one class for every test image
 
 
+def fit_arrays(data: Labelled) -> tuple[np.ndarray, np.ndarray]:
+    """The fit split's pixels and labels as arrays, in the dataset's order."""
+    batches = [(x.numpy(), y.numpy()) for x, y in data.fit.batch(512)]
+    return (np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches]))
+
+
 def labelled_probe_data(data: Labelled) -> tuple[np.ndarray, np.ndarray]:
     """All labelled training pixels (fit + selection) for the probes, which pick their own
     regularisation by leave-one-out and so need no selection split."""
-    batches = [(x.numpy(), y.numpy()) for x, y in data.fit.batch(512)]
-    pixels = np.concatenate([b[0] for b in batches])
-    labels = np.concatenate([b[1] for b in batches])
+    pixels, labels = fit_arrays(data)
     if data.selection is not None:
         pixels = np.concatenate([pixels, data.selection[0]])
         labels = np.concatenate([labels, data.selection[1]])
@@ -128,7 +132,7 @@ def train_network(method: str, source: keras.Model, data: Labelled, settings: Fi
         samples_per_batch=settings.batch_size, history_path=history_path,
         checkpoint_dir=checkpoint_dir, verbose=settings.verbose,
         extra_callbacks=extra_callbacks)
-    fit_pixels = np.concatenate([x.numpy() for x, _ in data.fit.batch(512)])
+    fit_pixels, _ = fit_arrays(data)
     # Shuffled so that every batch mixes the classes, as the training batches did.
     fit_pixels = fit_pixels[np.random.default_rng(settings.seed).permutation(len(fit_pixels))]
     recompute_batchnorm_statistics(model, fit_pixels, settings.batch_size)
