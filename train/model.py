@@ -262,7 +262,7 @@ def recompute_batchnorm_statistics(model: keras.Model, pixels: np.ndarray, batch
     batch statistics. Frozen BatchNorm layers (trainable False) stay in inference mode under
     Keras 3 and keep their statistics.
     """
-    layers = [layer for layer in model._flatten_layers()
+    layers = [layer for layer in _layers(model)
               if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
     if not layers or len(pixels) == 0:
         return
