@@ -24,11 +24,12 @@ ARTIFACTS = [C.CONFIG_FILE, C.PRETEXT_MODEL, C.CLASSIFIER_MODEL, C.BASELINE_MODE
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A run trained through the CLI with --tensorboard, and what the command printed."""
+    """A run trained through the CLI with --tensorboard, and what the command printed. Its
+    --step-memory-gb (4 MB) splits each pretext batch of 8 in two (0.8 MB a sample)."""
     runs = tmp_path_factory.mktemp("e2e") / "runs"
     result = runner.invoke(app, ["train", *TINY, "--demo-per-class", "8", "--batch-size", "8",
-                                 "--baseline", "--tensorboard", "--runs-dir", str(runs),
-                                 "--name", "e2e"])
+                                 "--baseline", "--tensorboard", "--step-memory-gb", "0.004",
+                                 "--runs-dir", str(runs), "--name", "e2e"])
     assert result.exit_code == 0, result.output
     return runs / "e2e", result.output
 
@@ -53,6 +54,7 @@ def test_piped_output_has_one_line_per_epoch_and_no_progress_bar(
     # verbose=1 would redraw "1/2 ━━━━━━━━━━ 0s 1s/step" every batch. One epoch each: pretext,
     # fine-tune, from scratch.
     epoch_lines = re.findall(r"^\d+/\d+ - .*loss: ", output, re.MULTILINE)
+    assert "each batch of 8 trains as 2 micro-batches of 4 with accumulated gradients" in output
     assert len(epoch_lines) == 3, output
     assert not re.search(r"\d+/\d+ +━", output) and "\r" not in output, output
 
@@ -66,6 +68,9 @@ def test_train_writes_every_artifact(run: Path) -> None:
     assert report["complete"] is True
     assert report["pretext"]["heldout_rotation"]["n"] == 4 * 2  # 10 % of 16, four rotations
     assert report["pretext"]["epochs_run"] == 1
+    step = report["pretext"]["step"]
+    assert (step["micro_batch"], step["gradient_accumulation_steps"]) == (4, 2)
+    assert step["step_activations_mb"] <= step["step_memory_budget_mb"] == 4.0
     assert set(report["methods"]) == {"ssl_finetune", "ssl_probe", "scratch", "random_probe",
                                       "colour"}
     for result in report["methods"].values():

@@ -34,6 +34,7 @@ def _classes(root: Path, names: list[str], per_class: int = 3) -> Path:
     (["--strategy", "default", "--cpu-replicas", "2"], "--cpu-replicas 2 is not allowed"),
     (["--cpu-replicas", "0"], "--cpu-replicas 0 is not allowed"),
     (["--memory-cache-gb", "-1"], "--memory-cache-gb -1.0 is not allowed"),
+    (["--step-memory-gb", "0"], "--step-memory-gb 0.0 is not allowed"),
 ])
 def test_bad_options_fail_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
     code, output = _train(*args, "--runs-dir", str(tmp_path / "runs"))

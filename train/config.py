@@ -54,6 +54,10 @@ class StrategyName(str, Enum):
 
 # Decoded pretext images stay in memory up to this size, per worker; beyond it they go to disk.
 DEFAULT_MEMORY_CACHE_GB = 2.0
+# Most activations (GB) one pretext training step may hold on the CPU; a larger batch is split
+# into micro-batches with accumulated gradients (train/step_memory.py). 1.5 keeps a 224-px,
+# width-1.0 pretext under 4 GB in all; at 64 px nothing is split.
+DEFAULT_STEP_MEMORY_GB = 1.5
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,7 @@ class TrainConfig:
     cpu_replicas: int | None = None  # split a GPU-less machine's CPU into this many devices
     cache_dir: Path | None = None  # decoded pretext images cached in files here
     memory_cache_gb: float = DEFAULT_MEMORY_CACHE_GB
+    step_memory_gb: float = DEFAULT_STEP_MEMORY_GB
 
     def __post_init__(self) -> None:
         def bad(field: str, value: Any, allowed: str) -> ConfigError:
@@ -129,6 +134,8 @@ class TrainConfig:
         if self.memory_cache_gb < 0:
             raise bad("memory_cache_gb", self.memory_cache_gb,
                       "use 0 (always on disk) or more, e.g. 2")
+        if self.step_memory_gb <= 0:
+            raise bad("step_memory_gb", self.step_memory_gb, "use a positive size, e.g. 1.5")
 
     @property
     def effective_bn_momentum(self) -> float:

@@ -102,24 +102,27 @@ class WarmUp(keras.callbacks.Callback):
 
     Counts from the optimizer's own step counter, which BackupAndRestore restores, so a resumed
     run does not warm up twice. After the warm-up it never touches the rate again, so
-    ReduceLROnPlateau stays in charge.
+    ReduceLROnPlateau stays in charge. `steps` are weight updates: with gradient accumulation
+    an update takes `accumulation` Keras batches, all at that update's rate.
     """
 
-    def __init__(self, start: float, peak: float, steps: int) -> None:
+    def __init__(self, start: float, peak: float, steps: int, accumulation: int = 1) -> None:
         super().__init__()
-        self.start, self.peak, self.steps = start, peak, steps
-        self._step = 0
+        self.start, self.peak, self.steps, self.accumulation = start, peak, steps, accumulation
+        self._batch = 0
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self._step = int(self.model.optimizer.iterations.numpy())
+        # Epochs end on whole updates, so a resumed run starts at an update's first batch.
+        self._batch = int(self.model.optimizer.iterations.numpy()) * self.accumulation
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        # Step k of the warm-up trains at start + (peak - start)·(k + 1)/steps: its last step
-        # at the peak, and the step after it at whatever the schedule sets for its epoch.
-        if self._step < self.steps:
-            fraction = (self._step + 1) / self.steps
+        # Update k of the warm-up trains at start + (peak - start)·(k + 1)/steps: its last
+        # update at the peak, and the one after it at whatever the schedule sets for its epoch.
+        update = self._batch // self.accumulation
+        if update < self.steps:
+            fraction = (update + 1) / self.steps
             self.model.optimizer.learning_rate = self.start + (self.peak - self.start) * fraction
-        self._step += 1
+        self._batch += 1
 
 
 def configure_devices(cpu_replicas: int | None) -> None:

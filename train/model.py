@@ -204,16 +204,17 @@ def predict(model: keras.Model, pixels: np.ndarray) -> np.ndarray:
 
 def mixed_policy(model: keras.Model) -> str | None:
     """The mixed-precision policy some layer computes with (nested ones included), else None."""
-    return next((layer.dtype_policy.name for layer in _layers(model)
+    return next((layer.dtype_policy.name for layer in nested_layers(model)
                  if layer.dtype_policy.name.startswith("mixed_")), None)
 
 
-def _layers(model: keras.Model) -> list[keras.layers.Layer]:
+def nested_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Every layer of `model`, a nested model followed by its own layers."""
     out = []
     for layer in model.layers:
         out.append(layer)
         if isinstance(layer, keras.Model):
-            out += _layers(layer)
+            out += nested_layers(layer)
     return out
 
 
@@ -262,7 +263,7 @@ def recompute_batchnorm_statistics(model: keras.Model, pixels: np.ndarray, batch
     batch statistics. Frozen BatchNorm layers (trainable False) stay in inference mode under
     Keras 3 and keep their statistics.
     """
-    layers = [layer for layer in _layers(model)
+    layers = [layer for layer in nested_layers(model)
               if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
     if not layers or len(pixels) == 0:
         return

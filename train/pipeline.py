@@ -149,25 +149,35 @@ class PretextInput:
 
     `dataset` is the `dataset_fn` of `tf.distribute.Strategy.distribute_datasets_from_function`:
     called once per worker (input pipeline), it returns that worker's endless stream of
-    per-replica batches; `steps_per_epoch` global steps make one pass over the images.
+    per-replica batches; `steps_per_epoch` global steps make one pass over the images. With
+    `accumulation` > 1 each batch arrives as that many micro-batches (Keras steps), whose
+    gradients the optimizer accumulates into one update.
     """
 
     images: ImageSet
     size: int
-    batch_size: int  # samples per replica per step
+    batch_size: int  # samples per replica per weight update
     rotations: Rotations
     seed: int
     replicas: int
     skipped: SkippedFiles
     cache_dirs: Callable[[int], Path | None]  # input pipeline index → its cache (None: memory)
+    accumulation: int = 1
+
+    @property
+    def micro_batch(self) -> int:
+        return self.batch_size // self.accumulation
 
     @property
     def steps_per_epoch(self) -> int:
-        return steps_per_epoch(len(self.images), self.batch_size, self.rotations, self.replicas)
+        """Keras steps (micro-batches): a whole number of updates."""
+        updates = steps_per_epoch(len(self.images), self.batch_size, self.rotations,
+                                  self.replicas)
+        return updates * self.accumulation
 
     @property
     def samples_per_step(self) -> int:
-        return self.batch_size * self.replicas
+        return self.micro_batch * self.replicas
 
     def dataset(self, context: tf.distribute.InputContext) -> tf.data.Dataset:
         pipeline = context.input_pipeline_id
@@ -175,7 +185,7 @@ class PretextInput:
         images = image_dataset(self.images, self.size, self.skipped,
                                cache=self.cache_dirs(pipeline), shard=shard, order_seed=self.seed)
         share = -(-len(self.images) // context.num_input_pipelines)
-        return pretext_train_dataset(images, self.batch_size, self.rotations,
+        return pretext_train_dataset(images, self.micro_batch, self.rotations,
                                      self.seed + pipeline, share, repeat=True)
 
 

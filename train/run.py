@@ -31,7 +31,7 @@ from edge_ssl.console import console, err_console
 from edge_ssl.errors import TrainingError
 from edge_ssl.images import INTERPOLATION
 from edge_ssl.stats import Rate
-from edge_ssl.train import distribute, methods, pipeline, plots
+from edge_ssl.train import distribute, methods, pipeline, plots, step_memory
 from edge_ssl.train.config import (
     DEFAULT_BN_MOMENTUM_RANDOM,
     MIN_SELECTION_PER_CLASS,
@@ -379,15 +379,18 @@ def _fit_pretext(config: TrainConfig, run: Path, pretext_train: ImageSet,
     scaling = distribute.Scaling(config.batch_size, cluster.replicas, config.learning_rate)
     with contextlib.ExitStack() as stack:
         cache_dirs, cache = _pretext_cache(config, run, cluster, len(pretext_train), stack)
-        source = pipeline.PretextInput(pretext_train, config.image_size, config.batch_size,
-                                       config.rotations, config.seed, cluster.replicas, skipped,
-                                       cache_dirs)
-        steps = source.steps_per_epoch
-        warmup_steps = scaling.warmup_steps(steps)
-        train_ds = cluster.strategy.distribute_datasets_from_function(source.dataset)
         try:
             with cluster.scope():
                 pretext = build_model(model_spec(config), len(C.ROTATION_LABELS), "pretext")
+                plan = step_memory.plan_steps(config, pretext, len(cluster.devices))
+                _print_step_plan(plan)
+                source = pipeline.PretextInput(
+                    pretext_train, config.image_size, config.batch_size, config.rotations,
+                    config.seed, cluster.replicas, skipped, cache_dirs, plan.accumulation)
+                steps = source.steps_per_epoch
+                updates = steps // plan.accumulation
+                warmup_steps = scaling.warmup_steps(updates)
+                train_ds = cluster.strategy.distribute_datasets_from_function(source.dataset)
                 stage = fit_stage(
                     pretext, train_ds, pipeline.pretext_eval_dataset(heldout_px,
                                                                      config.batch_size),
@@ -397,16 +400,30 @@ def _fit_pretext(config: TrainConfig, run: Path, pretext_train: ImageSet,
                     checkpoint_dir=checkpoint_dir, verbose=verbosity, monitors=monitors or [],
                     extra_callbacks=extra_callbacks, steps_per_epoch=steps,
                     warmup=(config.learning_rate, warmup_steps) if warmup_steps else None,
-                    restore_from=restore_from)
+                    restore_from=restore_from, accumulation=plan.accumulation)
         except tf.errors.OpError as exc:
             if cluster.workers > 1:
                 distribute.raise_worker_failure(exc, f"`edge-ssl train --resume {run}`")
             raise
     extra = {"input": {**cache, "shuffle_buffer_images": pipeline.shuffle_buffer(
                  -(-len(pretext_train) // cluster.workers), config.image_size),
-                       "steps_per_epoch": steps},
-             "distribution": {**cluster.describe(), **scaling.to_json(steps)}}
+                       "steps_per_epoch": updates},
+             "distribution": {**cluster.describe(), **scaling.to_json(updates)},
+             "step": plan.to_json()}
     return pretext, stage, extra
+
+
+def _print_step_plan(plan: step_memory.StepPlan) -> None:
+    if plan.accumulation == 1 and plan.step_bytes <= plan.budget_bytes:
+        return
+    sizes = (f"{plan.step_bytes / 1e6:,.0f} MB of activations a step, "
+             f"--step-memory-gb {plan.budget_bytes / 1e9:g}")
+    if plan.step_bytes > plan.budget_bytes:
+        err_console.print(f"[yellow]warning:[/] even micro-batches of {plan.micro_batch} samples "
+                          f"take {sizes}; lower --image-size or --width if memory runs out.")
+    if plan.accumulation > 1:
+        console.print(f"each batch of {plan.batch} trains as {plan.accumulation} micro-batches of "
+                      f"{plan.micro_batch} with accumulated gradients ({sizes})")
 
 
 def _pretext_cache(config: TrainConfig, run: Path, cluster: distribute.Cluster,

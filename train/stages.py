@@ -98,6 +98,7 @@ def fit_stage(
     steps_per_epoch: int | None = None,
     warmup: tuple[float, int] | None = None,
     restore_from: Path | None = None,
+    accumulation: int = 1,
 ) -> StageResult:
     """Compile and fit `model`, resuming from `checkpoint_dir` if an earlier fit was cut short.
 
@@ -106,6 +107,9 @@ def fit_stage(
     (starting learning rate, steps) of the linear warm-up to `learning_rate`, and, on a worker
     that is not the chief, `restore_from` the chief's checkpoint folder: every worker resumes
     from the chief's backup (a shared file system), and writes its own only to `checkpoint_dir`.
+    With `accumulation` > 1, `train`'s batches are micro-batches: the optimizer averages the
+    gradients of that many before each update (`steps_per_epoch` counts micro-batches, a
+    multiple of it, and `warmup` counts updates).
 
     With a `selection` set, EarlyStopping (best weights restored) and ReduceLROnPlateau watch it;
     without one the schedule is fixed: cosine decay over `epochs`, by epoch so that a resumed
@@ -118,7 +122,8 @@ def fit_stage(
         TrainingError: the loss became NaN and no finite weights are left to keep.
     """
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=keras.optimizers.Adam(
+            learning_rate, gradient_accumulation_steps=accumulation if accumulation > 1 else None),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -139,7 +144,7 @@ def fit_stage(
             lambda epoch: cosine_learning_rate(learning_rate, epoch, epochs))]
     if warmup is not None:
         start_rate, warmup_steps = warmup
-        schedule.append(WarmUp(start_rate, learning_rate, warmup_steps))
+        schedule.append(WarmUp(start_rate, learning_rate, warmup_steps, accumulation))
     callbacks = [
         keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False,
                                          double_checkpoint=True),

@@ -12,6 +12,7 @@ from edge_ssl.errors import EdgeSslError, RunDirError
 from edge_ssl.help_format import DATA, MODEL, OUTPUT, TRAINING
 from edge_ssl.train.config import (
     DEFAULT_MEMORY_CACHE_GB,
+    DEFAULT_STEP_MEMORY_GB,
     Freeze,
     Rotations,
     Schedule,
@@ -130,6 +131,11 @@ def train(
         metavar="GB", rich_help_panel=DATA,
         help="Most decoded pretext images (GB, per worker) kept in memory; beyond, on disk.")]
         = DEFAULT_MEMORY_CACHE_GB,
+    step_memory_gb: Annotated[float, typer.Option(
+        metavar="GB", rich_help_panel=TRAINING,
+        help="On the CPU, most memory (GB) one pretext step's activations may take; a larger "
+             "batch is trained as micro-batches with accumulated gradients (same update "
+             "size).")] = DEFAULT_STEP_MEMORY_GB,
     runs_dir: Annotated[Path, typer.Option(
         metavar="DIR", rich_help_panel=OUTPUT, help="Where run directories go.")] = Path("runs"),
     name: Annotated[str | None, typer.Option(
@@ -167,7 +173,8 @@ def train(
             lr_patience=lr_patience, freeze=freeze, schedule=schedule,
             selection_fraction=selection_fraction, cut=cut, baseline=baseline, seed=seed,
             mixed_precision=mixed_precision, strategy=strategy, cpu_replicas=cpu_replicas,
-            cache_dir=cache_dir, memory_cache_gb=memory_cache_gb, tensorboard=tensorboard)
+            cache_dir=cache_dir, memory_cache_gb=memory_cache_gb,
+            step_memory_gb=step_memory_gb, tensorboard=tensorboard)
     from edge_ssl.rundir import create_run_dir, new_run_name, point_latest, resolve_run
     from edge_ssl.train.sources import Source, load_source
 
