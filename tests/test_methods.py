@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -64,22 +65,41 @@ def test_every_method_runs_and_reports_an_interval(task: methods.Labelled) -> No
         assert results[method].stage.epochs_run == 2
 
 
-def test_fine_tune_starts_from_the_pretext_and_scratch_does_not(task: methods.Labelled,
-                                                                  tmp_path: Path) -> None:
+def test_fine_tune_starts_from_the_pretext_and_leaves_it_untouched(task: methods.Labelled,
+                                                                    tmp_path: Path) -> None:
     pretext = build_model(SPEC, 4, "pretext")
-    conv = pretext.get_layer("backbone").get_layer("Conv1")
-    before = conv.get_weights()[0].copy()
-    tuned = methods.train_network(methods.SSL_FINETUNE, pretext, task, SETTINGS,
+    before = [w.copy() for w in pretext.get_weights()]
+    still = replace(SETTINGS, learning_rate=1e-9)  # a fine-tune that barely moves its weights
+    tuned = methods.train_network(methods.SSL_FINETUNE, pretext, task, still,
                                   tmp_path / "a.csv", tmp_path / "a")
     assert tuned.model is not None
-    assert tuned.model.get_layer("backbone").get_layer("Conv1") is conv  # shared, then trained
-    assert not np.allclose(conv.get_weights()[0], before)
+    tuned_conv = tuned.model.get_layer("backbone").get_layer("Conv1")
+    conv = pretext.get_layer("backbone").get_layer("Conv1")
+    assert tuned_conv is not conv
+    np.testing.assert_allclose(tuned_conv.get_weights()[0], conv.get_weights()[0], atol=1e-5)
+    methods.train_network(methods.SSL_FINETUNE, pretext, task, SETTINGS, tmp_path / "b.csv",
+                          tmp_path / "b")
+    for now, then in zip(pretext.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(now, then)  # BatchNorm statistics included
     fresh = methods.random_init_network(SPEC, seed=5)
-    scratch = methods.train_network(methods.SCRATCH, fresh, task, SETTINGS,
-                                    tmp_path / "b.csv", tmp_path / "b")
+    scratch = methods.train_network(methods.SCRATCH, fresh, task, still,
+                                    tmp_path / "c.csv", tmp_path / "c")
     assert scratch.model is not None
     scratch_conv = scratch.model.get_layer("backbone").get_layer("Conv1").get_weights()[0]
-    assert not np.allclose(scratch_conv, conv.get_weights()[0])
+    assert not np.allclose(scratch_conv, conv.get_weights()[0], atol=1e-3)
+
+
+def test_a_study_cell_does_not_leak_into_the_next(task: methods.Labelled) -> None:
+    """Every cell's fine-tune starts from the pretext, and the SSL probe scores the pretext's
+    own features, whatever ran before it."""
+    pretext = build_model(SPEC, 4, "pretext")
+    before = [w.copy() for w in pretext.get_weights()]
+    probe_alone = methods.run_in_memory([methods.SSL_PROBE], pretext, SPEC, task, SETTINGS)
+    cell = methods.run_in_memory([methods.SSL_FINETUNE, methods.SSL_PROBE], pretext, SPEC, task,
+                                 SETTINGS)
+    assert cell[methods.SSL_PROBE].test == probe_alone[methods.SSL_PROBE].test
+    for now, then in zip(pretext.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(now, then)  # what the next cell's fine-tune starts from
 
 
 def test_collapsed_network_is_flagged_not_scored(task: methods.Labelled, tmp_path: Path) -> None:

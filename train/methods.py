@@ -24,6 +24,7 @@ from edge_ssl.train.model import (
     ModelSpec,
     build_classifier,
     build_model,
+    copy_model,
     predict,
     recompute_batchnorm_statistics,
 )
@@ -117,10 +118,10 @@ def random_init_network(spec: ModelSpec, seed: int) -> keras.Model:
 def train_network(method: str, source: keras.Model, data: Labelled, settings: FitSettings,
                   history_path: Path, checkpoint_dir: Path,
                   extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> MethodResult:
-    """Fit a classifier cut from `source` (the pretext network, or a random-init one for the
-    from-scratch baseline) and measure it on the test images."""
+    """Fit a classifier cut from a copy of `source` (the pretext network, or a random-init one
+    for the from-scratch baseline) and measure it on the test images; `source` is not changed."""
     keras.utils.set_random_seed(settings.seed)
-    model = build_classifier(source, settings.cut, data.num_classes,
+    model = build_classifier(copy_model(source), settings.cut, data.num_classes,
                              freeze_backbone=settings.freeze_backbone and method == SSL_FINETUNE)
     train = pipeline.labelled_train_dataset(data.fit, settings.batch_size, settings.seed,
                                             data.fit_size)

@@ -132,6 +132,15 @@ def cut_backbone(model: keras.Model, cut: str) -> keras.Model:
     return keras.Model(backbone.input, output, name=BACKBONE_NAME)
 
 
+def copy_model(model: keras.Model) -> keras.Model:
+    """The same network and weights in new layers: training the copy leaves `model` untouched,
+    so that every fine-tune of a study starts from the pretext itself and the SSL probe sees
+    the pretext's features, not those of the fine-tune before it."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def build_classifier(source: keras.Model, cut: str, num_classes: int,
                      freeze_backbone: bool = False) -> keras.Model:
     """uint8 images → `source`'s Preprocess → its backbone cut at `cut` → GAP → Dense(C, softmax).
