@@ -76,6 +76,16 @@ def test_warmup_rises_linearly_then_leaves_the_rate_alone() -> None:
     assert record.rates == pytest.approx([0.25] * 10)
 
 
+def test_warmup_counts_updates_not_micro_batches() -> None:
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.1, gradient_accumulation_steps=2), "mse")
+    x, y = np.zeros((8, 2), np.float32), np.zeros((8, 1), np.float32)
+    record = RecordRate()
+    model.fit(x, y, batch_size=1, epochs=1, verbose=0,
+              callbacks=[distribute.WarmUp(0.1, 0.5, 2, accumulation=2), record])
+    assert record.rates == pytest.approx([0.3, 0.3, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5])
+
+
 def test_multi_worker_needs_a_usable_tf_config(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(distribute.TF_CONFIG, raising=False)
     with pytest.raises(ConfigError, match="needs the TF_CONFIG environment variable"):

@@ -11,7 +11,7 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from edge_ssl.train import distribute, step_memory  # noqa: E402
+from edge_ssl.train import step_memory  # noqa: E402
 from edge_ssl.train.config import Rotations, TrainConfig  # noqa: E402
 from edge_ssl.train.model import build_model  # noqa: E402
 from edge_ssl.train.run import model_spec  # noqa: E402
@@ -82,25 +82,6 @@ def test_accumulated_micro_batches_train_like_the_full_batch_and_resume(tmp_path
     resumed = _fit(tmp_path / "cut", start, batch=4, accumulation=2)
     for a, b in zip(micro.get_weights(), resumed.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
-
-
-class RecordRate(keras.callbacks.Callback):
-    def __init__(self) -> None:
-        super().__init__()
-        self.rates: list[float] = []
-
-    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        self.rates.append(float(self.model.optimizer.learning_rate.numpy()))
-
-
-def test_warmup_counts_updates_not_micro_batches() -> None:
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    model.compile(keras.optimizers.SGD(0.1, gradient_accumulation_steps=2), "mse")
-    x, y = np.zeros((8, 2), np.float32), np.zeros((8, 1), np.float32)
-    record = RecordRate()
-    model.fit(x, y, batch_size=1, epochs=1, verbose=0,
-              callbacks=[distribute.WarmUp(0.1, 0.5, 2, accumulation=2), record])
-    assert record.rates == pytest.approx([0.3, 0.3, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5])
 
 
 def test_pretext_batches_come_as_micro_batches() -> None:
