@@ -21,7 +21,8 @@ MB = 10**6
 
 
 def test_split_uses_the_fewest_micro_batches_that_fit() -> None:
-    # 83 MB a sample (MobileNetV2 width 1.0, 224 px) and a 1.5 GB budget: 16 fit, 32 do not.
+    # 83 MB a sample (about MobileNetV2 width 1.0 at 224 px) and a 1.5 GB budget: 16 fit, 32
+    # do not.
     assert step_memory.split_batch(32, 83 * MB, 1500 * MB, 4) == 2
     assert step_memory.split_batch(32, 4 * MB, 1500 * MB, 4) == 1  # 64 px: nothing to split
     assert step_memory.split_batch(32, 180 * MB, 1500 * MB, 4) == 4  # micro-batches of 8
