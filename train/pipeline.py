@@ -169,11 +169,14 @@ class PretextInput:
         return self.batch_size // self.accumulation
 
     @property
+    def updates_per_epoch(self) -> int:
+        """Weight updates (global batches) in one pass over the images."""
+        return steps_per_epoch(len(self.images), self.batch_size, self.rotations, self.replicas)
+
+    @property
     def steps_per_epoch(self) -> int:
         """Keras steps (micro-batches): a whole number of updates."""
-        updates = steps_per_epoch(len(self.images), self.batch_size, self.rotations,
-                                  self.replicas)
-        return updates * self.accumulation
+        return self.updates_per_epoch * self.accumulation
 
     @property
     def samples_per_step(self) -> int:

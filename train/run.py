@@ -387,8 +387,7 @@ def _fit_pretext(config: TrainConfig, run: Path, pretext_train: ImageSet,
                 source = pipeline.PretextInput(
                     pretext_train, config.image_size, config.batch_size, config.rotations,
                     config.seed, cluster.replicas, skipped, cache_dirs, plan.accumulation)
-                steps = source.steps_per_epoch
-                updates = steps // plan.accumulation
+                steps, updates = source.steps_per_epoch, source.updates_per_epoch
                 warmup_steps = scaling.warmup_steps(updates)
                 train_ds = cluster.strategy.distribute_datasets_from_function(source.dataset)
                 stage = fit_stage(

@@ -11,6 +11,7 @@ statistics. On a GPU the activations are device memory, so nothing is split ther
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,11 +66,7 @@ def activation_bytes_per_sample(model: keras.Model) -> int:
         if isinstance(layer, (keras.Model, keras.layers.InputLayer)):
             continue
         outputs = layer.output if isinstance(layer.output, list) else [layer.output]
-        for tensor in outputs:
-            values = 1
-            for dim in tensor.shape[1:]:
-                values *= dim if dim is not None else 1
-            total += values
+        total += sum(math.prod(dim or 1 for dim in tensor.shape[1:]) for tensor in outputs)
     return total * BYTES_PER_VALUE
 
 
