@@ -13,6 +13,7 @@ keras = pytest.importorskip("keras")
 
 from edge_ssl.train.model import (  # noqa: E402
     BACKBONE_NAME,
+    FEATURES_NAME,
     RESCALE_SYMMETRIC,
     ModelSpec,
     Preprocess,
@@ -145,3 +146,16 @@ def test_predict_runs_bounded_batches_of_a_graph_and_keeps_no_model_alive() -> N
     del model
     gc.collect()
     assert owner() is None
+
+
+def test_pretext_head_units_stay_alive_under_large_updates() -> None:
+    # A plain Dense(128, ReLU) kept 5 of its 128 units alive after these updates (123 of 128
+    # were dead after a real 5-epoch pretext); the BatchNorm before the ReLU keeps most firing.
+    keras.utils.set_random_seed(0)
+    model = build_model(SPEC, 4, "pretext")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    model.fit(x, rng.integers(0, 4, 64), batch_size=16, epochs=5, verbose=0)
+    features = predict(keras.Model(model.input, model.get_layer(FEATURES_NAME).output), x)
+    assert (features.max(axis=0) > 0).sum() >= 32

@@ -104,13 +104,22 @@ def build_backbone(spec: ModelSpec) -> keras.Model:
 
 
 def build_model(spec: ModelSpec, num_classes: int, name: str) -> keras.Model:
-    """The pretext network: uint8 images → Preprocess → MobileNetV2 → GAP → Dense(128, ReLU) →
-    Dense(C, softmax)."""
+    """The pretext network: uint8 images → Preprocess → MobileNetV2 → GAP → Dense(128) →
+    BatchNorm → ReLU → Dense(C, softmax).
+
+    The BatchNorm keeps the 128 ReLU units alive. Without it, Adam's first steps switched most
+    of them off for good: after a 5-epoch pretext on Tiny ImageNet, 123 of 128 never fired on a
+    held-out image, the backbone's gradient passed through the other 5, and held-out rotation
+    accuracy depended on how many a run happened to keep (25.0 % and 42.9 % after one epoch
+    with seeds 0 and 1; 42.0 % for seed 0 with the BatchNorm).
+    """
     images = keras.Input(shape=(None, None, 3), dtype="uint8", name="image")
     x = Preprocess(spec.image_size, **spec.rescale, name="preprocess")(images)
     x = build_backbone(spec)(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    x = keras.layers.Dense(128, activation="relu", name=FEATURES_NAME)(x)
+    x = keras.layers.Dense(128, use_bias=False, name="features_dense")(x)
+    x = keras.layers.BatchNormalization(momentum=spec.bn_momentum, name="features_bn")(x)
+    x = keras.layers.ReLU(name=FEATURES_NAME)(x)
     outputs = _head(num_classes)(x)
     return keras.Model(images, outputs, name=name)
 
