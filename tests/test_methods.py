@@ -118,6 +118,17 @@ def test_collapsed_network_is_flagged_not_scored(task: methods.Labelled, tmp_pat
     assert result.collapsed
 
 
+def test_probe_that_predicts_one_class_is_flagged(task: methods.Labelled) -> None:
+    # Every image the same grey: the colour histogram cannot tell the classes apart, so the
+    # ridge probe answers one class for every test image, which is not a score.
+    grey = np.full((12, 32, 32, 3), 128, np.uint8)
+    labels = np.array([0, 1] * 6)
+    same = methods.Labelled(fit=tf.data.Dataset.from_tensor_slices((grey, labels)), fit_size=12,
+                            selection=None, test=(grey[:6], labels[:6]), num_classes=2)
+    assert methods.colour_floor(same).collapsed
+    assert not methods.colour_floor(task).collapsed
+
+
 def test_knn_monitor_follows_the_backbone_weights() -> None:
     x, y = demo_data.generate(20, seed=3, image_size=32)
     model = build_model(SPEC, 4, "pretext")

@@ -75,6 +75,16 @@ class MethodResult:
     collapsed: bool = False  # predicted one class for every test image
 
 
+def scored(method: str, predicted: np.ndarray, data: Labelled, stage: StageResult | None = None,
+           model: keras.Model | None = None) -> MethodResult:
+    """`predicted`'s test accuracy, flagged `collapsed` when it is one class for every test
+    image: a network that did not learn, or a probe whose features do not separate the classes,
+    is a failure to report, not an accuracy."""
+    test_y = data.test[1]
+    collapsed = data.num_classes > 1 and len(np.unique(predicted)) == 1
+    return MethodResult(method, Rate.of(predicted == test_y), stage, model, collapsed)
+
+
 def fit_arrays(data: Labelled) -> tuple[np.ndarray, np.ndarray]:
     """The fit split's pixels and labels as arrays, in the dataset's order."""
     batches = [(x.numpy(), y.numpy()) for x, y in data.fit.batch(512)]
@@ -93,20 +103,18 @@ def labelled_probe_data(data: Labelled) -> tuple[np.ndarray, np.ndarray]:
 
 def colour_floor(data: Labelled) -> MethodResult:
     pixels, labels = labelled_probe_data(data)
-    test_x, test_y = data.test
     predicted = probe.linear_probe(probe.colour_histogram(pixels), labels,
-                                   probe.colour_histogram(test_x))
-    return MethodResult(COLOUR, Rate.of(predicted == test_y))
+                                   probe.colour_histogram(data.test[0]))
+    return scored(COLOUR, predicted, data)
 
 
 def probe_backbone(method: str, model: keras.Model, cut: str, data: Labelled) -> MethodResult:
     """A ridge probe on the frozen, pooled features of `model`'s backbone at `cut`."""
     pixels, labels = labelled_probe_data(data)
-    test_x, test_y = data.test
     extractor = probe.feature_extractor(model, cut)
     predicted = probe.linear_probe(probe.extract(extractor, pixels), labels,
-                                   probe.extract(extractor, test_x))
-    return MethodResult(method, Rate.of(predicted == test_y))
+                                   probe.extract(extractor, data.test[0]))
+    return scored(method, predicted, data)
 
 
 def random_init_network(spec: ModelSpec, seed: int) -> keras.Model:
@@ -137,12 +145,9 @@ def train_network(method: str, source: keras.Model, data: Labelled, settings: Fi
     # Shuffled so that every batch mixes the classes, as the training batches did.
     fit_pixels = fit_pixels[np.random.default_rng(settings.seed).permutation(len(fit_pixels))]
     recompute_batchnorm_statistics(model, fit_pixels, settings.batch_size)
-    test_x, test_y = data.test
-    predicted = predict_classes(model, test_x)
     # One class for every test image is a network that did not learn (or BatchNorm statistics
-    # that do not match its weights): flagged, so that it is reported as a failure, not a score.
-    collapsed = data.num_classes > 1 and len(np.unique(predicted)) == 1
-    return MethodResult(method, Rate.of(predicted == test_y), stage, model, collapsed)
+    # that do not match its weights).
+    return scored(method, predict_classes(model, data.test[0]), data, stage=stage, model=model)
 
 
 def predict_classes(model: keras.Model, pixels: np.ndarray) -> np.ndarray:

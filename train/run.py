@@ -496,9 +496,11 @@ def _result_json(result: methods.MethodResult) -> dict[str, Any]:
 def _print_result(result: methods.MethodResult) -> None:
     title = methods.TITLES[result.method]
     if result.collapsed:
+        remedy = ("Try more --finetune-epochs or a lower --learning-rate." if result.stage
+                  else "Its features do not separate the classes with these few labels; try "
+                  "more --labels-per-class.")
         err_console.print(f"[yellow]warning:[/] {title} predicts one class for every test "
-                          "image: it did not learn, so its accuracy is not a result. Try more "
-                          "--finetune-epochs or a lower --learning-rate.")
+                          f"image: it did not learn, so its accuracy is not a result. {remedy}")
     extra = (f" ({result.stage.epochs_run} epochs, {result.stage.images_per_second:.0f} "
              "images/s)" if result.stage else "")
     console.print(f"{title}: test accuracy {result.test}{extra}")
