@@ -85,6 +85,10 @@ def test_model_takes_uint8_of_any_size_and_sets_bn_momentum() -> None:
     bns = [layer for layer in model.get_layer(BACKBONE_NAME).layers
            if isinstance(layer, keras.layers.BatchNormalization)]
     assert bns and all(layer.momentum == 0.9 for layer in bns)
+    # The head's BatchNorm is always new, so it keeps the random-init momentum on an ImageNet
+    # backbone (0.999) too.
+    slow = build_model(replace(SPEC, bn_momentum=0.999), 4, "pretext")
+    assert slow.get_layer("features_bn").momentum == 0.9
 
 
 def test_classifier_shares_the_backbone_up_to_the_cut_and_freezes() -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from edge_ssl.errors import ModelError
+from edge_ssl.train.config import DEFAULT_BN_MOMENTUM_RANDOM
 
 # Rescaling: [0, 1] as in the study for random initialisation, [-1, 1] for ImageNet weights.
 RESCALE_UNIT = {"scale": 1.0 / 255.0, "offset": 0.0}
@@ -118,7 +119,10 @@ def build_model(spec: ModelSpec, num_classes: int, name: str) -> keras.Model:
     x = build_backbone(spec)(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dense(128, use_bias=False, name="features_dense")(x)
-    x = keras.layers.BatchNormalization(momentum=spec.bn_momentum, name="features_bn")(x)
+    # Always new weights, also on an ImageNet backbone (whose own BatchNorms keep 0.999): the
+    # random-init momentum, so that its moving statistics catch up within a short pretext.
+    x = keras.layers.BatchNormalization(momentum=DEFAULT_BN_MOMENTUM_RANDOM,
+                                        name="features_bn")(x)
     x = keras.layers.ReLU(name=FEATURES_NAME)(x)
     outputs = _head(num_classes)(x)
     return keras.Model(images, outputs, name=name)
