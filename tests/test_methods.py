@@ -89,6 +89,57 @@ def test_fine_tune_starts_from_the_pretext_and_leaves_it_untouched(task: methods
     assert not np.allclose(scratch_conv, conv.get_weights()[0], atol=1e-3)
 
 
+class Snapshots(keras.callbacks.Callback):
+    """The backbone's and the head's weights at the start and end of every fit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fits: list[dict[str, list[np.ndarray]]] = []
+
+    def _take(self, when: str) -> None:
+        if when == "begin":
+            self.fits.append({})
+        for part in ("backbone", "head"):
+            weights = [w.copy() for w in self.model.get_layer(part).get_weights()]
+            self.fits[-1][f"{part}_{when}"] = weights
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._take("begin")
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self._take("end")
+
+
+def _moved(before: list[np.ndarray], after: list[np.ndarray]) -> float:
+    return max(float(np.abs(a - b).max()) for a, b in zip(before, after, strict=True))
+
+
+def test_head_epochs_train_the_head_alone_then_every_layer(task: methods.Labelled,
+                                                           tmp_path: Path) -> None:
+    pretext = build_model(SPEC, 4, "pretext")
+    snapshots = Snapshots()
+    result = methods.train_network(methods.SSL_FINETUNE, pretext, task,
+                                   replace(SETTINGS, head_epochs=2), tmp_path / "h.csv",
+                                   tmp_path / "h", extra_callbacks=[snapshots])
+    head_only, every_layer = snapshots.fits
+    # The backbone, its BatchNorm statistics included, is untouched while the head learns.
+    assert _moved(head_only["backbone_begin"], head_only["backbone_end"]) == 0.0
+    assert _moved(head_only["head_begin"], head_only["head_end"]) > 1e-3
+    assert _moved(every_layer["head_begin"], head_only["head_end"]) == 0.0  # it goes on from there
+    assert _moved(every_layer["backbone_begin"], every_layer["backbone_end"]) > 1e-4
+    assert result.stage is not None and result.stage.epochs_run == SETTINGS.epochs
+    frozen = Snapshots()
+    methods.train_network(methods.SSL_FINETUNE, pretext, task,
+                          replace(SETTINGS, head_epochs=2, freeze_backbone=True),
+                          tmp_path / "f.csv", tmp_path / "f", extra_callbacks=[frozen])
+    assert len(frozen.fits) == 1  # a frozen backbone has no head-only phase to add
+    scratch = Snapshots()
+    methods.train_network(methods.SCRATCH, methods.random_init_network(SPEC, seed=3), task,
+                          replace(SETTINGS, head_epochs=2), tmp_path / "s.csv", tmp_path / "s",
+                          extra_callbacks=[scratch])
+    assert len(scratch.fits) == 1  # from scratch, every layer trains from the start
+
+
 def test_a_study_cell_does_not_leak_into_the_next(task: methods.Labelled) -> None:
     """Every cell's fine-tune starts from the pretext, and the SSL probe scores the pretext's
     own features, whatever ran before it."""
@@ -177,8 +228,10 @@ def test_study_writes_every_cell_and_the_plot(tmp_path: Path) -> None:
     run = create_run_dir(tmp_path / "runs", "pre", overwrite=False)
     train(TrainConfig(demo_per_class=16, image_size=32, width=0.35, batch_size=8,
                       pretext_epochs=1, finetune_epochs=1), run)
-    config = StudyConfig(run=run, budgets=(2, 4), seeds=2, finetune_epochs=1,
+    config = StudyConfig(run=run, budgets=(2, 4), seeds=2, finetune_epochs=1, head_epochs=1,
                          methods=("ssl_finetune", "ssl_probe", "colour"))
+    older = {k: v for k, v in config.to_json().items() if k != "head_epochs"}
+    assert StudyConfig.from_json(older).head_epochs == 0  # a study saved before the option
     out = run / "studies" / "s"
     run_study(prepare(config, out, overwrite=False, resume=False), out)
     study = json.loads((out / STUDY_FILE).read_text())

@@ -73,7 +73,9 @@ def test_resume_continues_at_the_next_epoch(tmp_path: Path) -> None:
 
     starts = FirstEpochs()
     report = train(config, run, resume=True, extra_callbacks=[starts])
-    assert starts.first == [2, 0]  # pretext picks up at epoch 3 (index 2); fine-tune is fresh
+    # The pretext picks up at epoch 3 (index 2); the fine-tune's head-only epochs and its
+    # every-layer epochs start fresh.
+    assert starts.first == [2, 0, 0]
     assert _epochs(run / C.HISTORY_PRETEXT) == [0, 1, 2]
     assert report["complete"] and report["pretext"]["epochs_run"] == 3
     assert not (run / C.CHECKPOINTS_DIR).exists()  # backups dropped once models are saved
@@ -140,3 +142,33 @@ def test_rotation_rate_rotates_a_chunk_at_a_time() -> None:
     whole = methods.predict_classes(model, rotated) == k
     rate = rotation_rate(model, pixels, chunk=3)
     assert (rate.hits, rate.n) == (int(whole.sum()), 28)
+
+
+class Rates(keras.callbacks.Callback):
+    """The learning rate each epoch trains at (after the schedules set it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rates: list[float] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.rates.append(float(np.asarray(self.model.optimizer.learning_rate)))
+
+
+@pytest.mark.parametrize("cosine", [False, True])
+def test_pretext_learning_rate_decays_over_the_epochs_only_with_cosine(
+        tmp_path: Path, cosine: bool) -> None:
+    from edge_ssl.train.stages import cosine_learning_rate, fit_stage
+
+    tf = pytest.importorskip("tensorflow")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 6)).astype("float32"), rng.integers(0, 4, 32)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, activation="softmax")])
+    rates = Rates()
+    fit_stage(model, data, data, epochs=4, learning_rate=0.01, patience=10, lr_patience=10,
+              samples_per_batch=8, history_path=None, checkpoint_dir=tmp_path, verbose=0,
+              extra_callbacks=[rates], cosine=cosine)
+    expected = [cosine_learning_rate(0.01, e, 4) if cosine else 0.01 for e in range(4)]
+    np.testing.assert_allclose(rates.rates, expected, rtol=1e-5)
+    assert (rates.rates[-1] < 1e-3) is cosine

@@ -35,6 +35,7 @@ def _classes(root: Path, names: list[str], per_class: int = 3) -> Path:
     (["--cpu-replicas", "0"], "--cpu-replicas 0 is not allowed"),
     (["--memory-cache-gb", "-1"], "--memory-cache-gb -1.0 is not allowed"),
     (["--step-memory-gb", "0"], "--step-memory-gb 0.0 is not allowed"),
+    (["--head-epochs", "-1"], "--head-epochs -1 is not allowed"),
 ])
 def test_bad_options_fail_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
     code, output = _train(*args, "--runs-dir", str(tmp_path / "runs"))
@@ -96,3 +97,12 @@ def test_tensorboard_without_its_package_fails_before_a_run_starts(
     code, output = _train("--tensorboard", "--runs-dir", str(tmp_path / "runs"))
     assert code == 1 and "--tensorboard needs the tensorboard package: pip install" in output
     assert not (tmp_path / "runs").exists()
+
+
+def test_runs_saved_before_the_fine_tune_and_pretext_options_keep_their_recipe() -> None:
+    from edge_ssl.train.config import DEFAULT_HEAD_EPOCHS, PretextLR, TrainConfig
+
+    old = TrainConfig.from_dict({"width": 0.5})  # a config.json without the newer keys
+    assert (old.head_epochs, old.pretext_lr) == (0, PretextLR.plateau)
+    assert TrainConfig().head_epochs == DEFAULT_HEAD_EPOCHS
+    assert TrainConfig.from_dict(TrainConfig(head_epochs=3).to_dict()).head_epochs == 3

@@ -30,6 +30,13 @@ class Rotations(str, Enum):
     random = "random"  # one random rotation per image (the study's wording)
 
 
+class PretextLR(str, Enum):
+    """How the pretext's learning rate moves; EarlyStopping on held-out rotations either way."""
+
+    plateau = "plateau"  # constant, halved when the held-out loss stops falling
+    cosine = "cosine"  # cosine decay over --pretext-epochs: a short pretext ends annealed
+
+
 class Freeze(str, Enum):
     none = "none"
     backbone = "backbone"
@@ -58,6 +65,8 @@ DEFAULT_MEMORY_CACHE_GB = 2.0
 # into micro-batches with accumulated gradients (train/step_memory.py). 1.5 keeps a 224-px,
 # width-1.0 pretext under 4 GB in all; at 64 px nothing is split.
 DEFAULT_STEP_MEMORY_GB = 1.5
+# Fine-tune: epochs that fit the new head alone on the frozen backbone before all layers train.
+DEFAULT_HEAD_EPOCHS = 10
 
 
 @dataclass(frozen=True)
@@ -75,9 +84,11 @@ class TrainConfig:
     backbone_weights: Path | None = None
     bn_momentum: float | None = None
     rotations: Rotations = Rotations.all
+    pretext_lr: PretextLR = PretextLR.plateau
     batch_size: int = 32
     pretext_epochs: int = 100
     finetune_epochs: int = 40
+    head_epochs: int = DEFAULT_HEAD_EPOCHS
     learning_rate: float = 1e-3
     patience: int = 10
     lr_patience: int = 4
@@ -115,6 +126,8 @@ class TrainConfig:
                       "demo_per_class"):
             if getattr(self, field) < 1:
                 raise bad(field, getattr(self, field), "use 1 or more")
+        if self.head_epochs < 0:
+            raise bad("head_epochs", self.head_epochs, "use 0 (no head-only epochs) or more")
         for field in ("pretext_classes", "labels_per_class"):
             if getattr(self, field) is not None and getattr(self, field) < 1:
                 raise bad(field, getattr(self, field), "use 1 or more")
@@ -167,6 +180,8 @@ class TrainConfig:
                 kwargs[key] = Path(kwargs[key])
         kwargs["classes"] = tuple(kwargs.get("classes", ()))
         kwargs["rotations"] = Rotations(kwargs.get("rotations", "all"))
+        kwargs["pretext_lr"] = PretextLR(kwargs.get("pretext_lr", "plateau"))
+        kwargs.setdefault("head_epochs", 0)  # runs saved before the option trained without
         kwargs["freeze"] = Freeze(kwargs.get("freeze", "none"))
         kwargs["schedule"] = Schedule(kwargs.get("schedule", "auto"))
         kwargs["strategy"] = StrategyName(kwargs.get("strategy", "auto"))

@@ -21,6 +21,7 @@ import tensorflow as tf
 from edge_ssl.stats import Rate
 from edge_ssl.train import pipeline, probe
 from edge_ssl.train.model import (
+    BACKBONE_NAME,
     ModelSpec,
     build_classifier,
     build_model,
@@ -35,6 +36,7 @@ SSL_FINETUNE, SSL_PROBE, SCRATCH, RANDOM_PROBE, COLOUR = (
 METHODS = (SSL_FINETUNE, SSL_PROBE, SCRATCH, RANDOM_PROBE, COLOUR)
 TITLES = {SSL_FINETUNE: "SSL fine-tune", SSL_PROBE: "SSL linear probe", SCRATCH: "from scratch",
           RANDOM_PROBE: "random-init probe", COLOUR: "colour histogram"}
+HEAD_LR_FACTOR = 10  # the head-only epochs train a linear layer from scratch: a larger step
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class FitSettings:
     batch_size: int
     freeze_backbone: bool
     seed: int
+    head_epochs: int = 0  # SSL fine-tune: head alone on the frozen backbone first, ×10 rate
     verbose: int = 0
 
 
@@ -129,12 +132,26 @@ def train_network(method: str, source: keras.Model, data: Labelled, settings: Fi
     """Fit a classifier cut from a copy of `source` (the pretext network, or a random-init one
     for the from-scratch baseline) and measure it on the test images; `source` is not changed."""
     keras.utils.set_random_seed(settings.seed)
+    frozen = settings.freeze_backbone and method == SSL_FINETUNE
     model = build_classifier(copy_model(source), settings.cut, data.num_classes,
-                             freeze_backbone=settings.freeze_backbone and method == SSL_FINETUNE)
+                             freeze_backbone=frozen)
     train = pipeline.labelled_train_dataset(data.fit, settings.batch_size, settings.seed,
                                             data.fit_size)
     selection = (pipeline.labelled_eval_dataset(*data.selection, settings.batch_size)
                  if data.selection is not None else None)
+    if settings.head_epochs and method == SSL_FINETUNE and not frozen:
+        # A random head's first gradients would go through the backbone and overwrite what
+        # the pretext learned; a head fitted first leaves the backbone a gentler start (LP-FT).
+        # From scratch there is nothing to keep, and a head fitted to random features first
+        # measured worse, so the baseline trains every layer from the start.
+        backbone = model.get_layer(BACKBONE_NAME)
+        backbone.trainable = False  # and its BatchNorm in inference mode (Keras 3)
+        fit_stage(model, train, None, epochs=settings.head_epochs,
+                  learning_rate=settings.learning_rate * HEAD_LR_FACTOR, patience=settings.patience,
+                  lr_patience=settings.lr_patience, samples_per_batch=settings.batch_size,
+                  history_path=None, checkpoint_dir=checkpoint_dir / "head",
+                  verbose=0, extra_callbacks=extra_callbacks)  # seconds; the stage line says it
+        backbone.trainable = True
     stage = fit_stage(
         model, train, selection, epochs=settings.epochs, learning_rate=settings.learning_rate,
         patience=settings.patience, lr_patience=settings.lr_patience,

@@ -36,6 +36,7 @@ from edge_ssl.train.config import (
     DEFAULT_BN_MOMENTUM_RANDOM,
     MIN_SELECTION_PER_CLASS,
     Freeze,
+    PretextLR,
     Schedule,
     TrainConfig,
 )
@@ -109,7 +110,8 @@ def fit_settings(config: TrainConfig, verbose: int) -> methods.FitSettings:
     return methods.FitSettings(
         cut=config.cut, epochs=config.finetune_epochs, learning_rate=config.learning_rate,
         patience=config.patience, lr_patience=config.lr_patience, batch_size=config.batch_size,
-        freeze_backbone=config.freeze is Freeze.backbone, seed=config.seed, verbose=verbose)
+        freeze_backbone=config.freeze is Freeze.backbone, seed=config.seed, verbose=verbose,
+        head_epochs=config.head_epochs)
 
 
 def train(config: TrainConfig, run: Path, *, source: Source | None = None, resume: bool = False,
@@ -173,6 +175,7 @@ def train(config: TrainConfig, run: Path, *, source: Source | None = None, resum
                       "fit_images": len(fit_set),
                       "selection_images": len(selection[1]) if selection else 0,
                       "cut": config.cut,
+                      "head_epochs": config.head_epochs,
                       "rule": "test images are measured once at the end; early stopping, the "
                               "learning-rate schedule and best-epoch restore see only the "
                               "selection split (or nothing, with a fixed schedule)"})
@@ -198,6 +201,8 @@ def train(config: TrainConfig, run: Path, *, source: Source | None = None, resum
     console.print(f"[bold]Stage 2: fine-tune[/] on {len(fit_set)} labelled images of "
                   f"{len(source.labels)} classes ({schedule.value} schedule"
                   + (f", {len(selection[1])} selection images" if selection else "")
+                  + (f", the SSL fine-tune after {config.head_epochs} head-only epochs"
+                     if config.head_epochs and config.freeze is not Freeze.backbone else "")
                   + f"), tested on {len(test_y)} images")
     for method in wanted:
         if method in results and (method not in MODEL_FILES
@@ -399,7 +404,8 @@ def _fit_pretext(config: TrainConfig, run: Path, pretext_train: ImageSet,
                     checkpoint_dir=checkpoint_dir, verbose=verbosity, monitors=monitors or [],
                     extra_callbacks=extra_callbacks, steps_per_epoch=steps,
                     warmup=(config.learning_rate, warmup_steps) if warmup_steps else None,
-                    restore_from=restore_from, accumulation=plan.accumulation)
+                    restore_from=restore_from, accumulation=plan.accumulation,
+                    cosine=config.pretext_lr is PretextLR.cosine)
         except tf.errors.OpError as exc:
             if cluster.workers > 1:
                 distribute.raise_worker_failure(exc, f"`edge-ssl train --resume {run}`")

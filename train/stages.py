@@ -99,6 +99,7 @@ def fit_stage(
     warmup: tuple[float, int] | None = None,
     restore_from: Path | None = None,
     accumulation: int = 1,
+    cosine: bool = False,
 ) -> StageResult:
     """Compile and fit `model`, resuming from `checkpoint_dir` if an earlier fit was cut short.
 
@@ -113,10 +114,11 @@ def fit_stage(
 
     With a `selection` set, EarlyStopping (best weights restored) and ReduceLROnPlateau watch it;
     without one the schedule is fixed: cosine decay over `epochs`, by epoch so that a resumed
-    run continues the same curve, and the last epoch's weights are kept. `monitors` add their
-    own columns to the CSV log, so they run before it. The Keras CSV log lives in the checkpoint
-    folder while training (appended epoch by epoch, it survives an interruption) and is copied
-    atomically to `history_path` at the end.
+    run continues the same curve, and the last epoch's weights are kept. `cosine` puts the
+    cosine decay in ReduceLROnPlateau's place also when a `selection` set early-stops.
+    `monitors` add their own columns to the CSV log, so they run before it. The Keras CSV log
+    lives in the checkpoint folder while training (appended epoch by epoch, it survives an
+    interruption) and is copied atomically to `history_path` at the end.
 
     Raises:
         TrainingError: the loss became NaN and no finite weights are left to keep.
@@ -134,14 +136,17 @@ def fit_stage(
     log_path = checkpoint_dir / "history.csv"
     throughput = Throughput(samples_per_batch)
     early = None
+    schedule: list[keras.callbacks.Callback] = []
     if selection is not None:
         early = keras.callbacks.EarlyStopping(
             monitor="val_accuracy", patience=patience, restore_best_weights=True, verbose=0)
-        schedule: list[keras.callbacks.Callback] = [early, keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=0.5, patience=lr_patience, verbose=0)]
+        schedule.append(early)
+    if selection is None or cosine:
+        schedule.append(keras.callbacks.LearningRateScheduler(
+            lambda epoch: cosine_learning_rate(learning_rate, epoch, epochs)))
     else:
-        schedule = [keras.callbacks.LearningRateScheduler(
-            lambda epoch: cosine_learning_rate(learning_rate, epoch, epochs))]
+        schedule.append(keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.5, patience=lr_patience, verbose=0))
     if warmup is not None:
         start_rate, warmup_steps = warmup
         schedule.append(WarmUp(start_rate, learning_rate, warmup_steps, accumulation))

@@ -21,7 +21,7 @@ import numpy as np
 from edge_ssl.atomic import write_json
 from edge_ssl.errors import ConfigError, RunDirError
 from edge_ssl.stats import Rate
-from edge_ssl.train.config import Schedule, load_run_config
+from edge_ssl.train.config import DEFAULT_HEAD_EPOCHS, Schedule, load_run_config
 from edge_ssl.train.layers import CUT_LAYERS, DEFAULT_CUT
 from edge_ssl.train.sources import ImageSet, split_selection
 
@@ -47,6 +47,7 @@ class StudyConfig:
     selection_fraction: float = 0.2
     cut: str = DEFAULT_CUT
     finetune_epochs: int = 40
+    head_epochs: int = DEFAULT_HEAD_EPOCHS
     learning_rate: float = 1e-3
 
     def __post_init__(self) -> None:
@@ -68,6 +69,8 @@ class StudyConfig:
             raise bad("cut", self.cut, f"use one of {', '.join(CUT_LAYERS)}")
         if self.finetune_epochs < 1:
             raise bad("finetune-epochs", self.finetune_epochs, "use 1 or more")
+        if self.head_epochs < 0:
+            raise bad("head-epochs", self.head_epochs, "use 0 (no head-only epochs) or more")
         if self.learning_rate <= 0:
             raise bad("learning-rate", self.learning_rate, "use a positive value such as 1e-3")
         if not 0.0 < self.selection_fraction < 1.0:
@@ -90,6 +93,7 @@ class StudyConfig:
                    schedule=Schedule(values["schedule"]),
                    selection_fraction=values["selection_fraction"], cut=values["cut"],
                    finetune_epochs=values["finetune_epochs"],
+                   head_epochs=values.get("head_epochs", 0),  # studies from before the option
                    learning_rate=values["learning_rate"])
 
 
@@ -180,7 +184,7 @@ def run_study(config: StudyConfig, out: Path,
                 cut=config.cut, epochs=config.finetune_epochs,
                 learning_rate=config.learning_rate, patience=run_config.patience,
                 lr_patience=run_config.lr_patience, batch_size=run_config.batch_size,
-                freeze_backbone=False, seed=seed)
+                freeze_backbone=False, seed=seed, head_epochs=config.head_epochs)
             results = methods.run_in_memory(config.methods, pretext, spec, labelled, settings)
             cell = {"seed": seed, "budget": _budget_text(budget),
                     "labels_per_class": int(np.bincount(train_y[chosen]).min()),

@@ -10,7 +10,13 @@ import typer
 
 from edge_ssl.console import console, user_errors
 from edge_ssl.help_format import DATA, OUTPUT, TRAINING
-from edge_ssl.train.config import Freeze, Schedule, StrategyName, load_run_config
+from edge_ssl.train.config import (
+    DEFAULT_HEAD_EPOCHS,
+    Freeze,
+    Schedule,
+    StrategyName,
+    load_run_config,
+)
 from edge_ssl.train.layers import CUT_LAYERS, DEFAULT_CUT
 
 
@@ -30,6 +36,11 @@ def finetune(
         help="Keep only N labelled images per class (seeded).")] = None,
     finetune_epochs: Annotated[int, typer.Option(
         metavar="N", rich_help_panel=TRAINING, help="Most fine-tune epochs.")] = 40,
+    head_epochs: Annotated[int, typer.Option(
+        metavar="N", rich_help_panel=TRAINING,
+        help="SSL fine-tune: epochs that train the new head alone on the frozen backbone (at 10× "
+             "the learning rate) before every layer trains; 0 for none.")]
+        = DEFAULT_HEAD_EPOCHS,
     learning_rate: Annotated[float, typer.Option(
         metavar="LR", rich_help_panel=TRAINING, help="Adam learning rate.")] = 1e-3,
     schedule: Annotated[Schedule, typer.Option(
@@ -87,7 +98,8 @@ def finetune(
     config = replace(
         earlier, data=data if data is not None else earlier.data,
         classes=split_classes(classes), labels_per_class=labels_per_class,
-        finetune_epochs=finetune_epochs, learning_rate=learning_rate, schedule=schedule,
+        finetune_epochs=finetune_epochs, head_epochs=head_epochs,
+            learning_rate=learning_rate, schedule=schedule,
         selection_fraction=selection_fraction, cut=cut, freeze=freeze, baseline=baseline,
         seed=seed, tensorboard=tensorboard, pretext_from=pretext_run,
         strategy=StrategyName.default, cpu_replicas=None, cache_dir=None)

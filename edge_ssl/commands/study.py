@@ -9,7 +9,7 @@ import typer
 
 from edge_ssl.console import console, user_errors
 from edge_ssl.help_format import DATA, OUTPUT, TRAINING
-from edge_ssl.train.config import Schedule
+from edge_ssl.train.config import DEFAULT_HEAD_EPOCHS, Schedule
 from edge_ssl.train.layers import CUT_LAYERS, DEFAULT_CUT
 from edge_ssl.train.study import DEFAULT_BUDGETS, METHOD_NAMES
 
@@ -51,6 +51,11 @@ def study(
         = DEFAULT_CUT,
     finetune_epochs: Annotated[int, typer.Option(
         metavar="N", rich_help_panel=TRAINING, help="Epochs of each network method.")] = 40,
+    head_epochs: Annotated[int, typer.Option(
+        metavar="N", rich_help_panel=TRAINING,
+        help="SSL fine-tune: epochs that train the new head alone on the frozen backbone (at 10× "
+             "the learning rate) before every layer trains; 0 for none.")]
+        = DEFAULT_HEAD_EPOCHS,
     learning_rate: Annotated[float, typer.Option(
         metavar="LR", rich_help_panel=TRAINING, help="Adam learning rate.")] = 1e-3,
     name: Annotated[str | None, typer.Option(
@@ -92,7 +97,8 @@ def study(
         budgets=tuple(parse_budget(b) for b in budgets.split(",") if b.strip()),
         seeds=seeds, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
         schedule=schedule, selection_fraction=selection_fraction, cut=cut,
-        finetune_epochs=finetune_epochs, learning_rate=learning_rate)
+        finetune_epochs=finetune_epochs, head_epochs=head_epochs,
+        learning_rate=learning_rate)
     out = study_dir(pretext_run, name or ("-".join(chosen) if chosen else "default"))
     config = prepare(config, out, overwrite=overwrite, resume=resume)
     console.print(f"Study folder: {out}")

@@ -11,9 +11,11 @@ from edge_ssl.console import console, user_errors
 from edge_ssl.errors import EdgeSslError, RunDirError
 from edge_ssl.help_format import DATA, MODEL, OUTPUT, TRAINING
 from edge_ssl.train.config import (
+    DEFAULT_HEAD_EPOCHS,
     DEFAULT_MEMORY_CACHE_GB,
     DEFAULT_STEP_MEMORY_GB,
     Freeze,
+    PretextLR,
     Rotations,
     Schedule,
     StrategyName,
@@ -78,12 +80,21 @@ def train(
         metavar="all|random", rich_help_panel=TRAINING,
         help="all: the 4 rotations of an image in one batch; random: one per image.")]
         = Rotations.all,
+    pretext_lr: Annotated[PretextLR, typer.Option(
+        metavar="plateau|cosine", rich_help_panel=TRAINING,
+        help="Pretext learning rate: plateau halves it when the held-out loss stalls; cosine "
+             "decays it over --pretext-epochs.")] = PretextLR.plateau,
     batch_size: Annotated[int, typer.Option(
         metavar="N", rich_help_panel=TRAINING, help="Samples per batch.")] = 32,
     pretext_epochs: Annotated[int, typer.Option(
         metavar="N", rich_help_panel=TRAINING, help="Most pretext epochs.")] = 100,
     finetune_epochs: Annotated[int, typer.Option(
         metavar="N", rich_help_panel=TRAINING, help="Most fine-tune epochs.")] = 40,
+    head_epochs: Annotated[int, typer.Option(
+        metavar="N", rich_help_panel=TRAINING,
+        help="SSL fine-tune: epochs that train the new head alone on the frozen backbone (at 10× "
+             "the learning rate) before every layer trains; 0 for none.")]
+        = DEFAULT_HEAD_EPOCHS,
     learning_rate: Annotated[float, typer.Option(
         metavar="LR", rich_help_panel=TRAINING, help="Adam learning rate.")] = 1e-3,
     patience: Annotated[int, typer.Option(
@@ -168,8 +179,10 @@ def train(
             pretext_classes=pretext_classes, labels_per_class=labels_per_class,
             demo_per_class=demo_per_class, image_size=image_size, width=width,
             backbone_weights=backbone_weights, bn_momentum=bn_momentum,
-            rotations=rotations, batch_size=batch_size, pretext_epochs=pretext_epochs,
-            finetune_epochs=finetune_epochs, learning_rate=learning_rate, patience=patience,
+            rotations=rotations, pretext_lr=pretext_lr, batch_size=batch_size,
+            pretext_epochs=pretext_epochs,
+            finetune_epochs=finetune_epochs, head_epochs=head_epochs,
+            learning_rate=learning_rate, patience=patience,
             lr_patience=lr_patience, freeze=freeze, schedule=schedule,
             selection_fraction=selection_fraction, cut=cut, baseline=baseline, seed=seed,
             mixed_precision=mixed_precision, strategy=strategy, cpu_replicas=cpu_replicas,
