@@ -98,8 +98,8 @@ def finetune(
     config = replace(
         earlier, data=data if data is not None else earlier.data,
         classes=split_classes(classes), labels_per_class=labels_per_class,
-        finetune_epochs=finetune_epochs, head_epochs=head_epochs,
-            learning_rate=learning_rate, schedule=schedule,
+        finetune_epochs=finetune_epochs, head_epochs=head_epochs, learning_rate=learning_rate,
+        schedule=schedule,
         selection_fraction=selection_fraction, cut=cut, freeze=freeze, baseline=baseline,
         seed=seed, tensorboard=tensorboard, pretext_from=pretext_run,
         strategy=StrategyName.default, cpu_replicas=None, cache_dir=None)
