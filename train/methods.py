@@ -66,6 +66,16 @@ class FitSettings:
     head_epochs: int = 0  # SSL fine-tune: head alone on the frozen backbone first, ×10 rate
     verbose: int = 0
 
+    def frozen(self, method: str) -> bool:
+        """`--freeze backbone` holds only the SSL fine-tune's backbone; scratch always trains."""
+        return self.freeze_backbone and method == SSL_FINETUNE
+
+    def head_first(self, method: str) -> bool:
+        """Whether `method` trains its head alone before every layer: only the SSL fine-tune,
+        and only when its backbone will train afterwards. From scratch there is nothing to keep,
+        and a head fitted to random features first measured worse."""
+        return self.head_epochs > 0 and method == SSL_FINETUNE and not self.frozen(method)
+
 
 @dataclass(frozen=True)
 class MethodResult:
@@ -132,18 +142,15 @@ def train_network(method: str, source: keras.Model, data: Labelled, settings: Fi
     """Fit a classifier cut from a copy of `source` (the pretext network, or a random-init one
     for the from-scratch baseline) and measure it on the test images; `source` is not changed."""
     keras.utils.set_random_seed(settings.seed)
-    frozen = settings.freeze_backbone and method == SSL_FINETUNE
     model = build_classifier(copy_model(source), settings.cut, data.num_classes,
-                             freeze_backbone=frozen)
+                             freeze_backbone=settings.frozen(method))
     train = pipeline.labelled_train_dataset(data.fit, settings.batch_size, settings.seed,
                                             data.fit_size)
     selection = (pipeline.labelled_eval_dataset(*data.selection, settings.batch_size)
                  if data.selection is not None else None)
-    if settings.head_epochs and method == SSL_FINETUNE and not frozen:
+    if settings.head_first(method):
         # A random head's first gradients would go through the backbone and overwrite what
         # the pretext learned; a head fitted first leaves the backbone a gentler start (LP-FT).
-        # From scratch there is nothing to keep, and a head fitted to random features first
-        # measured worse, so the baseline trains every layer from the start.
         backbone = model.get_layer(BACKBONE_NAME)
         backbone.trainable = False  # and its BatchNorm in inference mode (Keras 3)
         fit_stage(model, train, None, epochs=settings.head_epochs,

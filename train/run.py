@@ -202,7 +202,7 @@ def train(config: TrainConfig, run: Path, *, source: Source | None = None, resum
                   f"{len(source.labels)} classes ({schedule.value} schedule"
                   + (f", {len(selection[1])} selection images" if selection else "")
                   + (f", the SSL fine-tune after {config.head_epochs} head-only epochs"
-                     if config.head_epochs and config.freeze is not Freeze.backbone else "")
+                     if settings.head_first(methods.SSL_FINETUNE) else "")
                   + f"), tested on {len(test_y)} images")
     for method in wanted:
         if method in results and (method not in MODEL_FILES
