@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from edge_ssl.commands import shared_options as shared
 from edge_ssl.console import console, err_console, user_errors
 from edge_ssl.help_format import OUTPUT, TRAINING
 from edge_ssl.train.config import TrainConfig
@@ -39,8 +40,7 @@ def demo(
         metavar="NAME", rich_help_panel=OUTPUT, help="Run name.")] = "demo",
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", rich_help_panel=OUTPUT, help="Replace an earlier demo run.")] = False,
-    verbose: Annotated[bool, typer.Option(
-        "--verbose", rich_help_panel=OUTPUT, help="Show TensorFlow's own log lines.")] = False,
+    verbose: shared.Verbose = False,
 ) -> None:
     """Train on demo data with short settings, export to ONNX (FP32 + INT8), write demo
     images and classify them: every stage of edge-ssl, end to end."""

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from edge_ssl.commands import shared_options as shared
 from edge_ssl.console import console, user_errors
 from edge_ssl.help_format import DATA, OUTPUT, TRAINING
 from edge_ssl.train.config import (
@@ -17,7 +18,7 @@ from edge_ssl.train.config import (
     StrategyName,
     load_run_config,
 )
-from edge_ssl.train.layers import CUT_LAYERS, DEFAULT_CUT
+from edge_ssl.train.layers import DEFAULT_CUT
 
 
 @user_errors
@@ -34,26 +35,12 @@ def finetune(
     labels_per_class: Annotated[int | None, typer.Option(
         metavar="N", rich_help_panel=DATA,
         help="Keep only N labelled images per class (seeded).")] = None,
-    finetune_epochs: Annotated[int, typer.Option(
-        metavar="N", rich_help_panel=TRAINING, help="Most fine-tune epochs.")] = 40,
-    head_epochs: Annotated[int, typer.Option(
-        metavar="N", rich_help_panel=TRAINING,
-        help="SSL fine-tune: epochs that train the new head alone on the frozen backbone (at 10× "
-             "the learning rate) before every layer trains; 0 for none.")]
-        = DEFAULT_HEAD_EPOCHS,
-    learning_rate: Annotated[float, typer.Option(
-        metavar="LR", rich_help_panel=TRAINING, help="Adam learning rate.")] = 1e-3,
-    schedule: Annotated[Schedule, typer.Option(
-        metavar="MODE", rich_help_panel=TRAINING,
-        help="early-stopping on a selection split, fixed cosine decay, or auto.")]
-        = Schedule.auto,
-    selection_fraction: Annotated[float, typer.Option(
-        metavar="F", rich_help_panel=TRAINING,
-        help="Share of each class's labelled images in the selection split.")] = 0.2,
-    cut: Annotated[str, typer.Option(
-        metavar="LAYER", rich_help_panel=TRAINING,
-        help=f"Backbone layer the classifier is cut at: {', '.join(CUT_LAYERS)}.")]
-        = DEFAULT_CUT,
+    finetune_epochs: shared.FinetuneEpochs = 40,
+    head_epochs: shared.HeadEpochs = DEFAULT_HEAD_EPOCHS,
+    learning_rate: shared.LearningRate = 1e-3,
+    schedule: shared.FinetuneSchedule = Schedule.auto,
+    selection_fraction: shared.SelectionFraction = 0.2,
+    cut: shared.Cut = DEFAULT_CUT,
     freeze: Annotated[Freeze, typer.Option(
         metavar="none|backbone", rich_help_panel=TRAINING,
         help="backbone: train only the head.")] = Freeze.none,
@@ -74,8 +61,7 @@ def finetune(
     tensorboard: Annotated[bool, typer.Option(
         "--tensorboard", rich_help_panel=OUTPUT,
         help="Also log the fine-tune for TensorBoard, in the new run's tensorboard/.")] = False,
-    verbose: Annotated[bool, typer.Option(
-        "--verbose", rich_help_panel=OUTPUT, help="Show TensorFlow's own log lines.")] = False,
+    verbose: shared.Verbose = False,
 ) -> None:
     """Fine-tune an existing run's rotation-pretrained backbone on other classes or labels.
 

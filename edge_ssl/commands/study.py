@@ -7,10 +7,11 @@ from typing import Annotated, Any
 
 import typer
 
+from edge_ssl.commands import shared_options as shared
 from edge_ssl.console import console, user_errors
 from edge_ssl.help_format import DATA, OUTPUT, TRAINING
 from edge_ssl.train.config import DEFAULT_HEAD_EPOCHS, Schedule
-from edge_ssl.train.layers import CUT_LAYERS, DEFAULT_CUT
+from edge_ssl.train.layers import DEFAULT_CUT
 from edge_ssl.train.study import DEFAULT_BUDGETS, METHOD_NAMES
 
 
@@ -37,27 +38,12 @@ def study(
         metavar="A,B", rich_help_panel=TRAINING, show_default=False,
         help=f"Methods to run, comma-separated; default: all of {', '.join(METHOD_NAMES)}.")]
         = ",".join(METHOD_NAMES),
-    schedule: Annotated[Schedule, typer.Option(
-        metavar="MODE", rich_help_panel=TRAINING,
-        help="Fine-tune schedule of every cell (early-stopping, fixed or auto); fixed trains "
-             "the same way at every budget.")] = Schedule.fixed,
-    selection_fraction: Annotated[float, typer.Option(
-        metavar="F", rich_help_panel=TRAINING,
-        help="With --schedule early-stopping: share of each class's labels in the selection "
-             "split.")] = 0.2,
-    cut: Annotated[str, typer.Option(
-        metavar="LAYER", rich_help_panel=TRAINING,
-        help=f"Backbone layer cut for fine-tunes and probes: {', '.join(CUT_LAYERS)}.")]
-        = DEFAULT_CUT,
-    finetune_epochs: Annotated[int, typer.Option(
-        metavar="N", rich_help_panel=TRAINING, help="Epochs of each network method.")] = 40,
-    head_epochs: Annotated[int, typer.Option(
-        metavar="N", rich_help_panel=TRAINING,
-        help="SSL fine-tune: epochs that train the new head alone on the frozen backbone (at 10× "
-             "the learning rate) before every layer trains; 0 for none.")]
-        = DEFAULT_HEAD_EPOCHS,
-    learning_rate: Annotated[float, typer.Option(
-        metavar="LR", rich_help_panel=TRAINING, help="Adam learning rate.")] = 1e-3,
+    schedule: shared.FinetuneSchedule = Schedule.fixed,
+    selection_fraction: shared.SelectionFraction = 0.2,
+    cut: shared.Cut = DEFAULT_CUT,
+    finetune_epochs: shared.FinetuneEpochs = 40,
+    head_epochs: shared.HeadEpochs = DEFAULT_HEAD_EPOCHS,
+    learning_rate: shared.LearningRate = 1e-3,
     name: Annotated[str | None, typer.Option(
         metavar="NAME", rich_help_panel=OUTPUT, show_default=False,
         help="Study folder name under RUN/studies; default: the classes.")] = None,
@@ -66,8 +52,7 @@ def study(
     resume: Annotated[bool, typer.Option(
         "--resume", rich_help_panel=OUTPUT,
         help="Continue an interrupted study of that name with its saved options.")] = False,
-    verbose: Annotated[bool, typer.Option(
-        "--verbose", rich_help_panel=OUTPUT, help="Show TensorFlow's own log lines.")] = False,
+    verbose: shared.Verbose = False,
 ) -> None:
     """For each budget and seed: SSL fine-tune, SSL linear probe, from scratch, random-init
     probe and colour histogram on the same labels and test images; writes study.json and

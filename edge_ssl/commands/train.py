@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from edge_ssl.commands import shared_options as shared
 from edge_ssl.console import console, user_errors
 from edge_ssl.errors import EdgeSslError, RunDirError
 from edge_ssl.help_format import DATA, MODEL, OUTPUT, TRAINING
@@ -22,7 +23,7 @@ from edge_ssl.train.config import (
     TrainConfig,
     load_run_config,
 )
-from edge_ssl.train.layers import CUT_LAYERS, DEFAULT_CUT
+from edge_ssl.train.layers import DEFAULT_CUT
 
 
 def split_classes(value: str | None) -> tuple[str, ...]:
@@ -72,10 +73,7 @@ def train(
         metavar="M", rich_help_panel=MODEL, show_default=False,
         help="BatchNorm momentum; default 0.9 (random init) or 0.999 (ImageNet weights).")]
         = None,
-    cut: Annotated[str, typer.Option(
-        metavar="LAYER", rich_help_panel=MODEL,
-        help=f"Backbone layer the classifier is cut at: {', '.join(CUT_LAYERS)}.")]
-        = DEFAULT_CUT,
+    cut: shared.Cut = DEFAULT_CUT,
     rotations: Annotated[Rotations, typer.Option(
         metavar="all|random", rich_help_panel=TRAINING,
         help="all: the 4 rotations of an image in one batch; random: one per image.")]
@@ -88,15 +86,9 @@ def train(
         metavar="N", rich_help_panel=TRAINING, help="Samples per batch.")] = 32,
     pretext_epochs: Annotated[int, typer.Option(
         metavar="N", rich_help_panel=TRAINING, help="Most pretext epochs.")] = 100,
-    finetune_epochs: Annotated[int, typer.Option(
-        metavar="N", rich_help_panel=TRAINING, help="Most fine-tune epochs.")] = 40,
-    head_epochs: Annotated[int, typer.Option(
-        metavar="N", rich_help_panel=TRAINING,
-        help="SSL fine-tune: epochs that train the new head alone on the frozen backbone (at 10× "
-             "the learning rate) before every layer trains; 0 for none.")]
-        = DEFAULT_HEAD_EPOCHS,
-    learning_rate: Annotated[float, typer.Option(
-        metavar="LR", rich_help_panel=TRAINING, help="Adam learning rate.")] = 1e-3,
+    finetune_epochs: shared.FinetuneEpochs = 40,
+    head_epochs: shared.HeadEpochs = DEFAULT_HEAD_EPOCHS,
+    learning_rate: shared.LearningRate = 1e-3,
     patience: Annotated[int, typer.Option(
         metavar="N", rich_help_panel=TRAINING,
         help="EarlyStopping patience in epochs (held-out or selection accuracy).")] = 10,
@@ -106,14 +98,8 @@ def train(
     freeze: Annotated[Freeze, typer.Option(
         metavar="none|backbone", rich_help_panel=TRAINING,
         help="backbone: train only the head during the fine-tune.")] = Freeze.none,
-    schedule: Annotated[Schedule, typer.Option(
-        metavar="MODE", rich_help_panel=TRAINING,
-        help="Fine-tune: early-stopping on a selection split carved from the labels, or "
-             "fixed (cosine decay, every label trains); auto picks early-stopping when each "
-             "class gives the split at least 50 images.")] = Schedule.auto,
-    selection_fraction: Annotated[float, typer.Option(
-        metavar="F", rich_help_panel=TRAINING,
-        help="Share of each class's labelled images in the selection split.")] = 0.2,
+    schedule: shared.FinetuneSchedule = Schedule.auto,
+    selection_fraction: shared.SelectionFraction = 0.2,
     baseline: Annotated[bool, typer.Option(
         "--baseline", rich_help_panel=TRAINING,
         help="Also measure the baselines on the same labels and test images: SSL linear "
@@ -161,8 +147,7 @@ def train(
     tensorboard: Annotated[bool, typer.Option(
         "--tensorboard", rich_help_panel=OUTPUT,
         help="Also log every stage for TensorBoard, in RUN/tensorboard/.")] = False,
-    verbose: Annotated[bool, typer.Option(
-        "--verbose", rich_help_panel=OUTPUT, help="Show TensorFlow's own log lines.")] = False,
+    verbose: shared.Verbose = False,
 ) -> None:
     """Pretrain MobileNetV2 by rotation prediction, then fine-tune it into a classifier."""
     from edge_ssl.quiet import import_tensorflow
