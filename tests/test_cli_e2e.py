@@ -18,8 +18,9 @@ runner = CliRunner()
 TINY = ["--width", "0.35", "--image-size", "32", "--pretext-epochs", "1", "--finetune-epochs",
         "1"]
 ARTIFACTS = [C.CONFIG_FILE, C.PRETEXT_MODEL, C.CLASSIFIER_MODEL, C.BASELINE_MODEL,
-             C.HISTORY_PRETEXT, C.HISTORY_FINETUNE, C.HISTORY_BASELINE, C.CURVES_PNG,
-             C.SAMPLES_PNG, C.REPORT_FILE, C.HELDOUT_FILE, C.METHODS_PNG]
+             C.BASELINE_SHALLOW_MODEL, C.HISTORY_PRETEXT, C.HISTORY_FINETUNE,
+             C.HISTORY_BASELINE, C.HISTORY_BASELINE_SHALLOW, C.CURVES_PNG, C.SAMPLES_PNG,
+             C.REPORT_FILE, C.HELDOUT_FILE, C.METHODS_PNG]
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +53,10 @@ def test_piped_output_has_one_line_per_epoch_and_no_progress_bar(
     output = trained[1]
     # Keras' verbose=2 ends each epoch with one "2/2 - 3s - 1s/step - loss: ..." line, and
     # verbose=1 would redraw "1/2 ━━━━━━━━━━ 0s 1s/step" every batch. One epoch each: pretext,
-    # fine-tune, from scratch.
+    # fine-tune, from scratch, from scratch shallow.
     epoch_lines = re.findall(r"^\d+/\d+ - .*loss: ", output, re.MULTILINE)
     assert "each batch of 8 trains as 2 micro-batches of 4 with accumulated gradients" in output
-    assert len(epoch_lines) == 3, output
+    assert len(epoch_lines) == 4, output
     assert not re.search(r"\d+/\d+ +━", output) and "\r" not in output, output
 
 
@@ -71,13 +72,13 @@ def test_train_writes_every_artifact(run: Path) -> None:
     step = report["pretext"]["step"]
     assert (step["micro_batch"], step["gradient_accumulation_steps"]) == (4, 2)
     assert step["step_activations_mb"] <= step["step_memory_budget_mb"] == 4.0
-    assert set(report["methods"]) == {"ssl_finetune", "ssl_probe", "scratch", "random_probe",
-                                      "colour"}
+    assert set(report["methods"]) == {"ssl_finetune", "ssl_probe", "scratch", "scratch_shallow",
+                                      "random_probe", "colour"}
     for result in report["methods"].values():
         assert result["test"]["n"] == 4  # the separately drawn demo test scenes
         low, high = result["test"]["ci95"]
         assert low <= result["test"]["percent"] <= high
-    for method in ("ssl_finetune", "scratch"):
+    for method in ("ssl_finetune", "scratch", "scratch_shallow"):
         assert report["methods"][method]["epochs_run"] == 1
         assert report["methods"][method]["images_per_second"] > 0
     assert report["protocol"]["schedule"] == "fixed"  # 8 labels per class: too few to split

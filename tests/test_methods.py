@@ -13,6 +13,8 @@ keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 from edge_ssl.train import demo_data, methods, probe  # noqa: E402
+from edge_ssl.train import method_names as names  # noqa: E402
+from edge_ssl.train.layers import SHALLOW_CUT  # noqa: E402
 from edge_ssl.train.model import ModelSpec, build_model  # noqa: E402
 from edge_ssl.train.monitor import KnnMonitor  # noqa: E402
 
@@ -53,13 +55,13 @@ def test_knn_leave_one_out_never_counts_the_image_itself() -> None:
 
 def test_every_method_runs_and_reports_an_interval(task: methods.Labelled) -> None:
     pretext = build_model(SPEC, 4, "pretext")
-    results = methods.run_in_memory(methods.METHODS, pretext, SPEC, task, SETTINGS)
-    assert list(results) == list(methods.METHODS)
+    results = methods.run_in_memory(names.METHODS, pretext, SPEC, task, SETTINGS)
+    assert list(results) == list(names.METHODS)
     for result in results.values():
         low, high = result.test.ci95
         assert result.test.n == 20 and low <= result.test.percent <= high
         assert result.model is None  # a study keeps numbers, not networks
-    for method in (methods.SSL_FINETUNE, methods.SCRATCH):  # the two that fit a network
+    for method in (names.SSL_FINETUNE, names.SCRATCH, names.SCRATCH_SHALLOW):  # networks
         assert results[method].stage is not None
         assert results[method].stage.schedule == "fixed"
         assert results[method].stage.epochs_run == 2
@@ -70,23 +72,49 @@ def test_fine_tune_starts_from_the_pretext_and_leaves_it_untouched(task: methods
     pretext = build_model(SPEC, 4, "pretext")
     before = [w.copy() for w in pretext.get_weights()]
     still = replace(SETTINGS, learning_rate=1e-9)  # a fine-tune that barely moves its weights
-    tuned = methods.train_network(methods.SSL_FINETUNE, pretext, task, still,
+    tuned = methods.train_network(names.SSL_FINETUNE, pretext, task, still,
                                   tmp_path / "a.csv", tmp_path / "a")
     assert tuned.model is not None
     tuned_conv = tuned.model.get_layer("backbone").get_layer("Conv1")
     conv = pretext.get_layer("backbone").get_layer("Conv1")
     assert tuned_conv is not conv
     np.testing.assert_allclose(tuned_conv.get_weights()[0], conv.get_weights()[0], atol=1e-5)
-    methods.train_network(methods.SSL_FINETUNE, pretext, task, SETTINGS, tmp_path / "b.csv",
+    methods.train_network(names.SSL_FINETUNE, pretext, task, SETTINGS, tmp_path / "b.csv",
                           tmp_path / "b")
     for now, then in zip(pretext.get_weights(), before, strict=True):
         np.testing.assert_array_equal(now, then)  # BatchNorm statistics included
     fresh = methods.random_init_network(SPEC, seed=5)
-    scratch = methods.train_network(methods.SCRATCH, fresh, task, still,
+    scratch = methods.train_network(names.SCRATCH, fresh, task, still,
                                     tmp_path / "c.csv", tmp_path / "c")
     assert scratch.model is not None
     scratch_conv = scratch.model.get_layer("backbone").get_layer("Conv1").get_weights()[0]
     assert not np.allclose(scratch_conv, conv.get_weights()[0], atol=1e-3)
+
+
+def _backbone_layers(model: keras.Model) -> set[str]:
+    return {layer.name for layer in model.get_layer("backbone").layers}
+
+
+def test_shallow_scratch_is_the_same_random_network_cut_early(task: methods.Labelled,
+                                                              tmp_path: Path) -> None:
+    """`scratch_shallow` differs from `scratch` in its cut alone: the same random init, the same
+    labels, its backbone ending at SHALLOW_CUT whatever the settings' cut."""
+    fresh = methods.random_init_network(SPEC, seed=5)
+    still = replace(SETTINGS, learning_rate=1e-9)
+    deep = methods.train_network(names.SCRATCH, fresh, task, still, tmp_path / "d.csv",
+                                 tmp_path / "d").model
+    shallow = methods.train_network(names.SCRATCH_SHALLOW, fresh, task, still,
+                                    tmp_path / "s.csv", tmp_path / "s").model
+    assert deep is not None and shallow is not None
+    assert {"block_2_add", "block_9_add"} <= _backbone_layers(deep)
+    assert SHALLOW_CUT == "block_2_add"
+    assert "block_2_add" in _backbone_layers(shallow)
+    assert not {"block_3_expand", "block_9_add"} & _backbone_layers(shallow)
+    assert shallow.count_params() < deep.count_params() / 4
+    np.testing.assert_allclose(  # the same random start, scarcely moved at this learning rate
+        shallow.get_layer("backbone").get_layer("Conv1").get_weights()[0],
+        deep.get_layer("backbone").get_layer("Conv1").get_weights()[0], atol=1e-5)
+    assert replace(SETTINGS, cut="block_5_add").cut_for(names.SCRATCH_SHALLOW) == "block_2_add"
 
 
 class Snapshots(keras.callbacks.Callback):
@@ -118,7 +146,7 @@ def test_head_epochs_train_the_head_alone_then_every_layer(task: methods.Labelle
                                                            tmp_path: Path) -> None:
     pretext = build_model(SPEC, 4, "pretext")
     snapshots = Snapshots()
-    result = methods.train_network(methods.SSL_FINETUNE, pretext, task,
+    result = methods.train_network(names.SSL_FINETUNE, pretext, task,
                                    replace(SETTINGS, head_epochs=2), tmp_path / "h.csv",
                                    tmp_path / "h", extra_callbacks=[snapshots])
     head_only, every_layer = snapshots.fits
@@ -129,12 +157,12 @@ def test_head_epochs_train_the_head_alone_then_every_layer(task: methods.Labelle
     assert _moved(every_layer["backbone_begin"], every_layer["backbone_end"]) > 1e-4
     assert result.stage is not None and result.stage.epochs_run == SETTINGS.epochs
     frozen = Snapshots()
-    methods.train_network(methods.SSL_FINETUNE, pretext, task,
+    methods.train_network(names.SSL_FINETUNE, pretext, task,
                           replace(SETTINGS, head_epochs=2, freeze_backbone=True),
                           tmp_path / "f.csv", tmp_path / "f", extra_callbacks=[frozen])
     assert len(frozen.fits) == 1  # a frozen backbone has no head-only phase to add
     scratch = Snapshots()
-    methods.train_network(methods.SCRATCH, methods.random_init_network(SPEC, seed=3), task,
+    methods.train_network(names.SCRATCH, methods.random_init_network(SPEC, seed=3), task,
                           replace(SETTINGS, head_epochs=2), tmp_path / "s.csv", tmp_path / "s",
                           extra_callbacks=[scratch])
     assert len(scratch.fits) == 1  # from scratch, every layer trains from the start
@@ -145,10 +173,10 @@ def test_a_study_cell_does_not_leak_into_the_next(task: methods.Labelled) -> Non
     own features, whatever ran before it."""
     pretext = build_model(SPEC, 4, "pretext")
     before = [w.copy() for w in pretext.get_weights()]
-    probe_alone = methods.run_in_memory([methods.SSL_PROBE], pretext, SPEC, task, SETTINGS)
-    cell = methods.run_in_memory([methods.SSL_FINETUNE, methods.SSL_PROBE], pretext, SPEC, task,
+    probe_alone = methods.run_in_memory([names.SSL_PROBE], pretext, SPEC, task, SETTINGS)
+    cell = methods.run_in_memory([names.SSL_FINETUNE, names.SSL_PROBE], pretext, SPEC, task,
                                  SETTINGS)
-    assert cell[methods.SSL_PROBE].test == probe_alone[methods.SSL_PROBE].test
+    assert cell[names.SSL_PROBE].test == probe_alone[names.SSL_PROBE].test
     for now, then in zip(pretext.get_weights(), before, strict=True):
         np.testing.assert_array_equal(now, then)  # what the next cell's fine-tune starts from
 
@@ -164,7 +192,7 @@ def test_collapsed_network_is_flagged_not_scored(task: methods.Labelled, tmp_pat
             kernel, bias = head.get_weights()
             head.set_weights([np.zeros_like(kernel), np.array([5.0, -5.0], np.float32)])
 
-    result = methods.train_network(methods.SCRATCH, pretext, task, SETTINGS, tmp_path / "c.csv",
+    result = methods.train_network(names.SCRATCH, pretext, task, SETTINGS, tmp_path / "c.csv",
                                    tmp_path / "c", extra_callbacks=[Collapse()])
     assert result.collapsed
 

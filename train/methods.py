@@ -1,9 +1,11 @@
-"""Five ways to turn the same labelled images into a classifier, measured on the same test images.
+"""Six ways to turn the same labelled images into a classifier, measured on the same test images.
 
 A sceptic's question for each: (a) `ssl_finetune` — what the kit ships; (b) `ssl_probe` — do the
 frozen pretext features alone separate the classes; (c) `scratch` — what the labels buy without
-the pretext, same architecture; (d) `random_probe` — the same probe on a random-init backbone:
-did the pretext learn anything at all; (e) `colour` — is a colour histogram already enough.
+the pretext, same architecture; (c') `scratch_shallow` — the same from a network cut at
+SHALLOW_CUT, a size that suits a few labels better; (d) `random_probe` — the same probe on a
+random-init backbone: did the pretext learn anything at all; (e) `colour` — is a colour
+histogram already enough.
 """
 
 from __future__ import annotations
@@ -20,6 +22,14 @@ import tensorflow as tf
 
 from edge_ssl.stats import Rate
 from edge_ssl.train import pipeline, probe
+from edge_ssl.train.layers import SHALLOW_CUT
+from edge_ssl.train.method_names import (
+    COLOUR,
+    RANDOM_PROBE,
+    SCRATCH_SHALLOW,
+    SSL_FINETUNE,
+    SSL_PROBE,
+)
 from edge_ssl.train.model import (
     BACKBONE_NAME,
     ModelSpec,
@@ -31,11 +41,6 @@ from edge_ssl.train.model import (
 )
 from edge_ssl.train.stages import StageResult, fit_stage
 
-SSL_FINETUNE, SSL_PROBE, SCRATCH, RANDOM_PROBE, COLOUR = (
-    "ssl_finetune", "ssl_probe", "scratch", "random_probe", "colour")
-METHODS = (SSL_FINETUNE, SSL_PROBE, SCRATCH, RANDOM_PROBE, COLOUR)
-TITLES = {SSL_FINETUNE: "SSL fine-tune", SSL_PROBE: "SSL linear probe", SCRATCH: "from scratch",
-          RANDOM_PROBE: "random-init probe", COLOUR: "colour histogram"}
 HEAD_LR_FACTOR = 10  # the head-only epochs train a linear layer from scratch: a larger step
 
 
@@ -69,6 +74,11 @@ class FitSettings:
     def frozen(self, method: str) -> bool:
         """`--freeze backbone` holds only the SSL fine-tune's backbone; scratch always trains."""
         return self.freeze_backbone and method == SSL_FINETUNE
+
+    def cut_for(self, method: str) -> str:
+        """The layer `method`'s backbone is cut at: SHALLOW_CUT for the shallow from-scratch
+        baseline, `cut` for every other network."""
+        return SHALLOW_CUT if method == SCRATCH_SHALLOW else self.cut
 
     def head_first(self, method: str) -> bool:
         """Whether `method` trains its head alone before every layer: only the SSL fine-tune,
@@ -142,7 +152,7 @@ def train_network(method: str, source: keras.Model, data: Labelled, settings: Fi
     """Fit a classifier cut from a copy of `source` (the pretext network, or a random-init one
     for the from-scratch baseline) and measure it on the test images; `source` is not changed."""
     keras.utils.set_random_seed(settings.seed)
-    model = build_classifier(copy_model(source), settings.cut, data.num_classes,
+    model = build_classifier(copy_model(source), settings.cut_for(method), data.num_classes,
                              freeze_backbone=settings.frozen(method))
     train = pipeline.labelled_train_dataset(data.fit, settings.batch_size, settings.seed,
                                             data.fit_size)

@@ -32,6 +32,7 @@ from edge_ssl.errors import TrainingError
 from edge_ssl.images import INTERPOLATION
 from edge_ssl.stats import Rate
 from edge_ssl.train import distribute, methods, pipeline, plots, step_memory
+from edge_ssl.train import method_names as names
 from edge_ssl.train.config import (
     DEFAULT_BN_MOMENTUM_RANDOM,
     MIN_SELECTION_PER_CLASS,
@@ -52,8 +53,10 @@ GATE_IMAGES = 1000  # other training images on which export decides INT8/FP16 (n
 MAX_HELDOUT_PRETEXT = 2000
 CACHE_DIR = "cache"  # RUN/cache: the chief's decoded-image cache on disk, while the pretext trains
 MONITOR_IMAGES = 1000  # labelled images the pretext's kNN monitor measures each epoch
-MODEL_FILES = {methods.SSL_FINETUNE: C.CLASSIFIER_MODEL, methods.SCRATCH: C.BASELINE_MODEL}
-HISTORY_FILES = {methods.SSL_FINETUNE: C.HISTORY_FINETUNE, methods.SCRATCH: C.HISTORY_BASELINE}
+MODEL_FILES = {names.SSL_FINETUNE: C.CLASSIFIER_MODEL, names.SCRATCH: C.BASELINE_MODEL,
+               names.SCRATCH_SHALLOW: C.BASELINE_SHALLOW_MODEL}
+HISTORY_FILES = {names.SSL_FINETUNE: C.HISTORY_FINETUNE, names.SCRATCH: C.HISTORY_BASELINE,
+                 names.SCRATCH_SHALLOW: C.HISTORY_BASELINE_SHALLOW}
 TEST_SETS = {"tiny-imagenet": "Tiny ImageNet val/ (the official validation images)",
              "folder": "the held-out 20 % of each class folder",
              "demo": "separately drawn demo scenes"}
@@ -194,7 +197,7 @@ def train(config: TrainConfig, run: Path, *, source: Source | None = None, resum
     data = methods.Labelled(
         fit=pipeline.image_dataset(fit_set, size, skipped), fit_size=len(fit_set),
         selection=selection, test=(test_px, test_y), num_classes=len(source.labels))
-    wanted = [methods.SSL_FINETUNE] + ([m for m in methods.METHODS if m != methods.SSL_FINETUNE]
+    wanted = [names.SSL_FINETUNE] + ([m for m in names.METHODS if m != names.SSL_FINETUNE]
                                        if config.baseline else [])
     settings = fit_settings(config, verbosity)
     results = report.setdefault("methods", {})
@@ -202,12 +205,12 @@ def train(config: TrainConfig, run: Path, *, source: Source | None = None, resum
                   f"{len(source.labels)} classes ({schedule.value} schedule"
                   + (f", {len(selection[1])} selection images" if selection else "")
                   + (f", the SSL fine-tune after {config.head_epochs} head-only epochs"
-                     if settings.head_first(methods.SSL_FINETUNE) else "")
+                     if settings.head_first(names.SSL_FINETUNE) else "")
                   + f"), tested on {len(test_y)} images")
     for method in wanted:
         if method in results and (method not in MODEL_FILES
                                   or (run / MODEL_FILES[method]).exists()):
-            console.print(f"{methods.TITLES[method]}: already done")
+            console.print(f"{names.TITLES[method]}: already done")
             continue
         result = _run_method(method, pretext, config, run, data, settings, extra_callbacks)
         results[method] = _result_json(result)
@@ -217,9 +220,10 @@ def train(config: TrainConfig, run: Path, *, source: Source | None = None, resum
 
     plots.save_curves({name: plots.read_history(run / f) for name, f in (
         ("pretext", C.HISTORY_PRETEXT), ("fine-tune", C.HISTORY_FINETUNE),
-        ("from scratch", C.HISTORY_BASELINE))}, run / C.CURVES_PNG)
+        ("from scratch", C.HISTORY_BASELINE),
+        ("from scratch, shallow", C.HISTORY_BASELINE_SHALLOW))}, run / C.CURVES_PNG)
     if config.baseline:
-        plots.save_methods(results, methods.TITLES, report["protocol"]["test_set"],
+        plots.save_methods(results, names.TITLES, report["protocol"]["test_set"],
                            run / C.METHODS_PNG)
     report["skipped_files"] = report.get("skipped_files", []) + skipped.messages
     report["wall_seconds"] = round(report.get("wall_seconds", 0.0)
@@ -468,21 +472,21 @@ def _pretext_cache(config: TrainConfig, run: Path, cluster: distribute.Cluster,
 def _run_method(method: str, pretext: keras.Model, config: TrainConfig, run: Path,
                 data: methods.Labelled, settings: methods.FitSettings,
                 extra_callbacks: list[keras.callbacks.Callback] | None) -> methods.MethodResult:
-    if method == methods.COLOUR:
+    if method == names.COLOUR:
         return methods.colour_floor(data)
-    if method == methods.SSL_PROBE:
+    if method == names.SSL_PROBE:
         return methods.probe_backbone(method, pretext, config.cut, data)
     random_init = methods.random_init_network(scratch_spec(config), config.seed + 1)
-    if method == methods.RANDOM_PROBE:
+    if method == names.RANDOM_PROBE:
         return methods.probe_backbone(method, random_init, config.cut, data)
     result = methods.train_network(
-        method, pretext if method == methods.SSL_FINETUNE else random_init, data, settings,
+        method, pretext if method == names.SSL_FINETUNE else random_init, data, settings,
         run / HISTORY_FILES[method], run / C.CHECKPOINTS_DIR / method,
         [*(extra_callbacks or []), *tensorboard_callbacks(config, run, method)])
     assert result.model is not None and result.stage is not None  # network methods have both
     write_with(run / MODEL_FILES[method], result.model.save)
     finish_stage(run / C.CHECKPOINTS_DIR / method)
-    _raise_if_diverged(methods.TITLES[method], result.stage.diverged, result.stage.best_epoch,
+    _raise_if_diverged(names.TITLES[method], result.stage.diverged, result.stage.best_epoch,
                        run / MODEL_FILES[method])
     return result
 
@@ -492,7 +496,7 @@ def _stage_json(stage: Any) -> dict[str, Any]:
 
 
 def _result_json(result: methods.MethodResult) -> dict[str, Any]:
-    out: dict[str, Any] = {"title": methods.TITLES[result.method],
+    out: dict[str, Any] = {"title": names.TITLES[result.method],
                            "test": result.test.to_json(), "collapsed": result.collapsed}
     if result.stage is not None:
         out.update(_stage_json(result.stage))
@@ -500,7 +504,7 @@ def _result_json(result: methods.MethodResult) -> dict[str, Any]:
 
 
 def _print_result(result: methods.MethodResult) -> None:
-    title = methods.TITLES[result.method]
+    title = names.TITLES[result.method]
     if result.collapsed:
         remedy = ("Try more --finetune-epochs or a lower --learning-rate." if result.stage
                   else "Its features do not separate the classes with these few labels; try "

@@ -1,7 +1,7 @@
 """`edge-ssl study`: does the pretext save labels? Every method, several label budgets and seeds.
 
 One pretext (an existing run), then for each seed and each budget of labelled images per class
-the five methods of edge_ssl.train.methods on the same labelled images and the same test images.
+the six methods of edge_ssl.train.methods on the same labelled images and the same test images.
 Budgets are nested per seed (the 10 images of a class include its 5), so the curves compare
 like with like. Cells are saved as they finish: an interrupted study continues with --resume.
 """
@@ -23,6 +23,8 @@ from edge_ssl.errors import ConfigError, RunDirError
 from edge_ssl.stats import Rate
 from edge_ssl.train.config import DEFAULT_HEAD_EPOCHS, Schedule, load_run_config
 from edge_ssl.train.layers import CUT_LAYERS, DEFAULT_CUT
+from edge_ssl.train.method_names import METHODS as METHOD_NAMES
+from edge_ssl.train.method_names import TITLES
 from edge_ssl.train.sources import ImageSet, split_selection
 
 STUDIES_DIR = "studies"
@@ -30,7 +32,6 @@ STUDY_CONFIG = "study_config.json"
 STUDY_FILE = "study.json"
 STUDY_PNG = "label_efficiency.png"
 DEFAULT_BUDGETS = (5, 10, 25, 50, 100)
-METHOD_NAMES = ("ssl_finetune", "ssl_probe", "scratch", "random_probe", "colour")
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ def run_study(config: StudyConfig, out: Path,
     study["summary"] = summarise(cells, config.methods)
     study["complete"] = True
     write_json(out / STUDY_FILE, study)
-    plots.save_label_efficiency(study["summary"], methods.TITLES,
+    plots.save_label_efficiency(study["summary"], TITLES,
                                 f"{' vs '.join(source.labels)} — {study['test_set']}",
                                 out / STUDY_PNG)
     return study

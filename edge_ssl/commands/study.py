@@ -12,6 +12,7 @@ from edge_ssl.console import console, user_errors
 from edge_ssl.help_format import DATA, OUTPUT, TRAINING
 from edge_ssl.train.config import DEFAULT_HEAD_EPOCHS, Schedule
 from edge_ssl.train.layers import DEFAULT_CUT
+from edge_ssl.train.method_names import TITLES
 from edge_ssl.train.study import DEFAULT_BUDGETS, METHOD_NAMES
 
 
@@ -54,9 +55,9 @@ def study(
         help="Continue an interrupted study of that name with its saved options.")] = False,
     verbose: shared.Verbose = False,
 ) -> None:
-    """For each budget and seed: SSL fine-tune, SSL linear probe, from scratch, random-init
-    probe and colour histogram on the same labels and test images; writes study.json and
-    label_efficiency.png under RUN/studies/NAME/."""
+    """For each budget and seed: SSL fine-tune, SSL linear probe, from scratch (the same network,
+    and a shallow one cut at block_2_add), random-init probe and colour histogram on the same
+    labels and test images; writes study.json and label_efficiency.png under RUN/studies/NAME/."""
     from edge_ssl.commands.train import split_classes
     from edge_ssl.contract import PRETEXT_MODEL
     from edge_ssl.errors import RunDirError
@@ -95,8 +96,6 @@ def study(
 
 def _print_table(result: dict[str, Any]) -> None:
     from rich.table import Table
-
-    from edge_ssl.train.methods import TITLES
 
     summary = result["summary"]
     budgets = list(next(iter(summary.values())).keys())

@@ -103,7 +103,8 @@ def train(
     baseline: Annotated[bool, typer.Option(
         "--baseline", rich_help_panel=TRAINING,
         help="Also measure the baselines on the same labels and test images: SSL linear "
-             "probe, from scratch, random-init probe, colour histogram.")] = False,
+             "probe, from scratch (the same network, and a shallow one), random-init probe, "
+             "colour histogram.")] = False,
     seed: Annotated[int, typer.Option(
         metavar="N", rich_help_panel=TRAINING,
         help="Seed for splits, sampling and initialisation.")] = 0,
