@@ -117,6 +117,19 @@ def test_shallow_scratch_is_the_same_random_network_cut_early(task: methods.Labe
     assert replace(SETTINGS, cut="block_5_add").cut_for(names.SCRATCH_SHALLOW) == "block_2_add"
 
 
+def test_a_study_cell_trains_alike_without_the_per_epoch_backup(task: methods.Labelled,
+                                                                 tmp_path: Path) -> None:
+    def fit(resumable: bool, folder: str) -> methods.MethodResult:
+        return methods.train_network(
+            names.SCRATCH_SHALLOW, methods.random_init_network(SPEC, seed=2), task, SETTINGS,
+            tmp_path / f"{folder}.csv", tmp_path / folder, resumable=resumable)
+
+    backed_up, cell = fit(True, "run"), fit(False, "cell")
+    assert (tmp_path / "run" / "backup").is_dir() and not (tmp_path / "cell" / "backup").exists()
+    assert cell.test == backed_up.test and cell.stage is not None
+    assert cell.stage.epochs_run == SETTINGS.epochs
+
+
 class Snapshots(keras.callbacks.Callback):
     """The backbone's and the head's weights at the start and end of every fit."""
 

@@ -148,9 +148,11 @@ def random_init_network(spec: ModelSpec, seed: int) -> keras.Model:
 
 def train_network(method: str, source: keras.Model, data: Labelled, settings: FitSettings,
                   history_path: Path, checkpoint_dir: Path,
-                  extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> MethodResult:
+                  extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+                  resumable: bool = True) -> MethodResult:
     """Fit a classifier cut from a copy of `source` (the pretext network, or a random-init one
-    for the from-scratch baseline) and measure it on the test images; `source` is not changed."""
+    for the from-scratch baseline) and measure it on the test images; `source` is not changed.
+    `resumable`: back up after every epoch so that an interrupted fit goes on (see fit_stage)."""
     keras.utils.set_random_seed(settings.seed)
     model = build_classifier(copy_model(source), settings.cut_for(method), data.num_classes,
                              freeze_backbone=settings.frozen(method))
@@ -167,14 +169,15 @@ def train_network(method: str, source: keras.Model, data: Labelled, settings: Fi
                   learning_rate=settings.learning_rate * HEAD_LR_FACTOR, patience=settings.patience,
                   lr_patience=settings.lr_patience, samples_per_batch=settings.batch_size,
                   history_path=None, checkpoint_dir=checkpoint_dir / "head",
-                  verbose=0, extra_callbacks=extra_callbacks)  # seconds; the stage line says it
+                  verbose=0, extra_callbacks=extra_callbacks,  # seconds; the stage line says it
+                  resumable=resumable)
         backbone.trainable = True
     stage = fit_stage(
         model, train, selection, epochs=settings.epochs, learning_rate=settings.learning_rate,
         patience=settings.patience, lr_patience=settings.lr_patience,
         samples_per_batch=settings.batch_size, history_path=history_path,
         checkpoint_dir=checkpoint_dir, verbose=settings.verbose,
-        extra_callbacks=extra_callbacks)
+        extra_callbacks=extra_callbacks, resumable=resumable)
     fit_pixels, _ = fit_arrays(data)
     # Shuffled so that every batch mixes the classes, as the training batches did.
     fit_pixels = fit_pixels[np.random.default_rng(settings.seed).permutation(len(fit_pixels))]
@@ -207,8 +210,10 @@ def run_in_memory(methods: Sequence[str], pretext: keras.Model, spec: ModelSpec,
             else:
                 source = (pretext if method == SSL_FINETUNE
                           else random_init_network(spec, settings.seed + 1))
+                # A study redoes an interrupted cell whole: no per-epoch backup to resume from.
                 result = train_network(method, source, data, settings,
-                                       scratch_dir / f"{method}.csv", scratch_dir / method)
+                                       scratch_dir / f"{method}.csv", scratch_dir / method,
+                                       resumable=False)
                 results[method] = replace(result, model=None)
     finally:
         shutil.rmtree(scratch_dir, ignore_errors=True)
