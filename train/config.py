@@ -65,8 +65,13 @@ DEFAULT_MEMORY_CACHE_GB = 2.0
 # into micro-batches with accumulated gradients (train/step_memory.py). 1.5 keeps a 224-px,
 # width-1.0 pretext under 4 GB in all; at 64 px nothing is split.
 DEFAULT_STEP_MEMORY_GB = 1.5
-# Fine-tune: epochs that fit the new head alone on the frozen backbone before all layers train.
+# Fine-tune defaults shared by `train`, `finetune` and `study`. Epochs: the most with
+# early-stopping, all of them with the fixed (cosine) schedule.
+DEFAULT_FINETUNE_EPOCHS = 40
+# Epochs that fit the new head alone on the frozen backbone before all layers train.
 DEFAULT_HEAD_EPOCHS = 10
+DEFAULT_LEARNING_RATE = 1e-3  # Adam, every fine-tuned network alike
+DEFAULT_SELECTION_FRACTION = 0.2  # share of each class's labels in the selection split
 
 
 @dataclass(frozen=True)
@@ -87,14 +92,14 @@ class TrainConfig:
     pretext_lr: PretextLR = PretextLR.plateau
     batch_size: int = 32
     pretext_epochs: int = 100
-    finetune_epochs: int = 40
+    finetune_epochs: int = DEFAULT_FINETUNE_EPOCHS
     head_epochs: int = DEFAULT_HEAD_EPOCHS
-    learning_rate: float = 1e-3
+    learning_rate: float = DEFAULT_LEARNING_RATE
     patience: int = 10
     lr_patience: int = 4
     freeze: Freeze = Freeze.none
     schedule: Schedule = Schedule.auto
-    selection_fraction: float = 0.2
+    selection_fraction: float = DEFAULT_SELECTION_FRACTION
     cut: str = DEFAULT_CUT
     baseline: bool = False
     seed: int = 0

@@ -21,7 +21,14 @@ import numpy as np
 from edge_ssl.atomic import write_json
 from edge_ssl.errors import ConfigError, RunDirError
 from edge_ssl.stats import Rate
-from edge_ssl.train.config import DEFAULT_HEAD_EPOCHS, Schedule, load_run_config
+from edge_ssl.train.config import (
+    DEFAULT_FINETUNE_EPOCHS,
+    DEFAULT_HEAD_EPOCHS,
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_SELECTION_FRACTION,
+    Schedule,
+    load_run_config,
+)
 from edge_ssl.train.layers import CUT_LAYERS, DEFAULT_CUT
 from edge_ssl.train.method_names import METHODS as METHOD_NAMES
 from edge_ssl.train.method_names import TITLES
@@ -45,11 +52,11 @@ class StudyConfig:
     seeds: int = 3
     methods: tuple[str, ...] = METHOD_NAMES
     schedule: Schedule = Schedule.fixed
-    selection_fraction: float = 0.2
+    selection_fraction: float = DEFAULT_SELECTION_FRACTION
     cut: str = DEFAULT_CUT
-    finetune_epochs: int = 40
+    finetune_epochs: int = DEFAULT_FINETUNE_EPOCHS
     head_epochs: int = DEFAULT_HEAD_EPOCHS
-    learning_rate: float = 1e-3
+    learning_rate: float = DEFAULT_LEARNING_RATE
 
     def __post_init__(self) -> None:
         def bad(option: str, value: Any, allowed: str) -> ConfigError:

@@ -12,7 +12,10 @@ from edge_ssl.commands import shared_options as shared
 from edge_ssl.console import console, user_errors
 from edge_ssl.help_format import DATA, OUTPUT, TRAINING
 from edge_ssl.train.config import (
+    DEFAULT_FINETUNE_EPOCHS,
     DEFAULT_HEAD_EPOCHS,
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_SELECTION_FRACTION,
     Freeze,
     Schedule,
     StrategyName,
@@ -35,11 +38,11 @@ def finetune(
     labels_per_class: Annotated[int | None, typer.Option(
         metavar="N", rich_help_panel=DATA,
         help="Keep only N labelled images per class (seeded).")] = None,
-    finetune_epochs: shared.FinetuneEpochs = 40,
+    finetune_epochs: shared.FinetuneEpochs = DEFAULT_FINETUNE_EPOCHS,
     head_epochs: shared.HeadEpochs = DEFAULT_HEAD_EPOCHS,
-    learning_rate: shared.LearningRate = 1e-3,
+    learning_rate: shared.LearningRate = DEFAULT_LEARNING_RATE,
     schedule: shared.FinetuneSchedule = Schedule.auto,
-    selection_fraction: shared.SelectionFraction = 0.2,
+    selection_fraction: shared.SelectionFraction = DEFAULT_SELECTION_FRACTION,
     cut: shared.Cut = DEFAULT_CUT,
     freeze: Annotated[Freeze, typer.Option(
         metavar="none|backbone", rich_help_panel=TRAINING,

@@ -10,7 +10,13 @@ import typer
 from edge_ssl.commands import shared_options as shared
 from edge_ssl.console import console, user_errors
 from edge_ssl.help_format import DATA, OUTPUT, TRAINING
-from edge_ssl.train.config import DEFAULT_HEAD_EPOCHS, Schedule
+from edge_ssl.train.config import (
+    DEFAULT_FINETUNE_EPOCHS,
+    DEFAULT_HEAD_EPOCHS,
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_SELECTION_FRACTION,
+    Schedule,
+)
 from edge_ssl.train.layers import DEFAULT_CUT
 from edge_ssl.train.method_names import TITLES
 from edge_ssl.train.study import DEFAULT_BUDGETS, METHOD_NAMES
@@ -40,11 +46,11 @@ def study(
         help=f"Methods to run, comma-separated; default: all of {', '.join(METHOD_NAMES)}.")]
         = ",".join(METHOD_NAMES),
     schedule: shared.FinetuneSchedule = Schedule.fixed,
-    selection_fraction: shared.SelectionFraction = 0.2,
+    selection_fraction: shared.SelectionFraction = DEFAULT_SELECTION_FRACTION,
     cut: shared.Cut = DEFAULT_CUT,
-    finetune_epochs: shared.FinetuneEpochs = 40,
+    finetune_epochs: shared.FinetuneEpochs = DEFAULT_FINETUNE_EPOCHS,
     head_epochs: shared.HeadEpochs = DEFAULT_HEAD_EPOCHS,
-    learning_rate: shared.LearningRate = 1e-3,
+    learning_rate: shared.LearningRate = DEFAULT_LEARNING_RATE,
     name: Annotated[str | None, typer.Option(
         metavar="NAME", rich_help_panel=OUTPUT, show_default=False,
         help="Study folder name under RUN/studies; default: the classes.")] = None,

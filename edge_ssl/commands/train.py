@@ -12,8 +12,11 @@ from edge_ssl.console import console, user_errors
 from edge_ssl.errors import EdgeSslError, RunDirError
 from edge_ssl.help_format import DATA, MODEL, OUTPUT, TRAINING
 from edge_ssl.train.config import (
+    DEFAULT_FINETUNE_EPOCHS,
     DEFAULT_HEAD_EPOCHS,
+    DEFAULT_LEARNING_RATE,
     DEFAULT_MEMORY_CACHE_GB,
+    DEFAULT_SELECTION_FRACTION,
     DEFAULT_STEP_MEMORY_GB,
     Freeze,
     PretextLR,
@@ -86,9 +89,9 @@ def train(
         metavar="N", rich_help_panel=TRAINING, help="Samples per batch.")] = 32,
     pretext_epochs: Annotated[int, typer.Option(
         metavar="N", rich_help_panel=TRAINING, help="Most pretext epochs.")] = 100,
-    finetune_epochs: shared.FinetuneEpochs = 40,
+    finetune_epochs: shared.FinetuneEpochs = DEFAULT_FINETUNE_EPOCHS,
     head_epochs: shared.HeadEpochs = DEFAULT_HEAD_EPOCHS,
-    learning_rate: shared.LearningRate = 1e-3,
+    learning_rate: shared.LearningRate = DEFAULT_LEARNING_RATE,
     patience: Annotated[int, typer.Option(
         metavar="N", rich_help_panel=TRAINING,
         help="EarlyStopping patience in epochs (held-out or selection accuracy).")] = 10,
@@ -99,7 +102,7 @@ def train(
         metavar="none|backbone", rich_help_panel=TRAINING,
         help="backbone: train only the head during the fine-tune.")] = Freeze.none,
     schedule: shared.FinetuneSchedule = Schedule.auto,
-    selection_fraction: shared.SelectionFraction = 0.2,
+    selection_fraction: shared.SelectionFraction = DEFAULT_SELECTION_FRACTION,
     baseline: Annotated[bool, typer.Option(
         "--baseline", rich_help_panel=TRAINING,
         help="Also measure the baselines on the same labels and test images: SSL linear "
