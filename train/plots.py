@@ -98,7 +98,8 @@ def save_methods(results: dict[str, dict[str, Any]], titles: dict[str, str], tes
     ax.set_yticks(range(len(names)), [titles[m] for m in names])
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
-    ax.set_xlabel(f"test accuracy %, 95 % Wilson interval (n = {n}: {test_set})", fontsize=8)
+    ax.set_xlabel("test accuracy %, 95 % Wilson interval", fontsize=8)
+    ax.set_title(f"n = {n} test images: {test_set}", fontsize=9)  # too long for the x label
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     write_with(path, lambda tmp: fig.savefig(tmp, dpi=110))
