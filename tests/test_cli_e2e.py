@@ -140,3 +140,19 @@ def test_readme_demo_as_shipped_learns(tmp_path: Path, monkeypatch: pytest.Monke
     for name in (C.PRETEXT_ONNX, C.CLASSIFIER_ONNX):
         assert (run / C.EXPORTS_DIR / name).is_file()
     assert "edge-ssl classify runs/demo/demo-images" in result.output
+
+
+def test_study_command_prints_the_margins_and_guards_its_folder(run: Path) -> None:
+    args = ["study", str(run), "--budgets", "2,4", "--seeds", "1", "--methods",
+            "ssl_finetune,ssl_probe,colour", "--finetune-epochs", "1", "--head-epochs", "0",
+            "--name", "cli"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    study = json.loads((run / "studies" / "cli" / "study.json").read_text())
+    assert study["complete"] and [c["budget"] for c in study["cells"]] == ["2", "4"]
+    assert (run / "studies" / "cli" / "label_efficiency.png").stat().st_size > 0
+    assert "SSL fine-tune − best baseline" in " ".join(result.output.split())
+    again = runner.invoke(app, args)
+    assert again.exit_code != 0 and "already exists; pass --resume" in again.output
+    bad = runner.invoke(app, ["study", str(run), "--methods", "ssl_finetune,nope"])
+    assert bad.exit_code != 0 and "--methods ssl_finetune,nope is not allowed" in bad.output

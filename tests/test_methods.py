@@ -286,6 +286,9 @@ def test_study_writes_every_cell_and_the_plot(tmp_path: Path) -> None:
     colour_cells = [c["results"]["colour"] for c in study["cells"] if c["budget"] == "4"]
     assert row["pooled"]["n"] == 16
     assert row["pooled"]["hits"] == sum(r["hits"] for r in colour_cells)
+    assert set(study["margins"]) == {"ssl_finetune", "ssl_probe"}
+    for method in ("ssl_finetune", "ssl_probe"):  # colour: the one baseline this study ran
+        assert {m["best_baseline"] for m in study["margins"][method].values()} <= {"colour"}
     # Resuming a finished study runs nothing again; an existing one is never replaced silently.
     from edge_ssl.errors import RunDirError
 

@@ -55,3 +55,27 @@ def test_auto_schedule_early_stops_only_with_enough_selection_images() -> None:
     assert resolve_schedule(config, np.repeat([0, 1], [50, 50])) is Schedule.fixed
     assert resolve_schedule(TrainConfig(schedule=Schedule.fixed),
                             np.repeat([0, 1], [500, 500])) is Schedule.fixed
+
+
+def _row(mean: float | None, hits: int, n: int = 300) -> dict:
+    return {"mean": mean, "pooled": Rate(hits, n).to_json()}
+
+
+def test_margins_compare_each_ssl_method_with_the_best_baseline_that_learned() -> None:
+    from edge_ssl.train.study import margins
+
+    summary = {
+        "ssl_finetune": {"5": _row(60.0, 180), "50": _row(90.0, 270)},
+        "ssl_probe": {"5": _row(None, 0), "50": _row(75.0, 225)},
+        "scratch": {"5": _row(None, 150), "50": _row(74.0, 222)},  # collapsed at 5/class
+        "scratch_shallow": {"5": _row(80.0, 240), "50": _row(72.0, 216)},
+        "colour": {"5": _row(70.0, 210), "50": _row(70.0, 210)},
+    }
+    out = margins(summary)
+    assert out["ssl_finetune"]["5"] == {"best_baseline": "scratch_shallow", "points": -20.0,
+                                        "verdict": "below"}
+    assert out["ssl_finetune"]["50"] == {"best_baseline": "scratch", "points": 16.0,
+                                         "verdict": "above"}
+    assert "5" not in out["ssl_probe"]  # a probe that did not learn has no margin
+    assert out["ssl_probe"]["50"]["verdict"] == "within the intervals"
+    assert margins({"colour": summary["colour"]}) == {}  # no SSL method, nothing to compare

@@ -18,7 +18,14 @@ from edge_ssl.train.config import (
     Schedule,
 )
 from edge_ssl.train.layers import DEFAULT_CUT
-from edge_ssl.train.method_names import TITLES
+from edge_ssl.train.method_names import (
+    COLOUR,
+    RANDOM_PROBE,
+    SCRATCH,
+    SCRATCH_SHALLOW,
+    SSL_FINETUNE,
+    TITLES,
+)
 from edge_ssl.train.study import DEFAULT_BUDGETS, METHOD_NAMES
 
 
@@ -100,6 +107,11 @@ def study(
     console.print(f"Wrote {out / STUDY_FILE} and {out / STUDY_PNG}")
 
 
+# The baselines' names where a table cell has room for one word.
+SHORT_TITLES = {SCRATCH: "scratch", SCRATCH_SHALLOW: "shallow", RANDOM_PROBE: "random",
+                COLOUR: "colour"}
+
+
 def _print_table(result: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -121,4 +133,13 @@ def _print_table(result: dict[str, Any]) -> None:
                 text += f" ({row['collapsed']} did not learn)"
             cells.append(text)
         table.add_row(TITLES[method], *cells)
+    marks = {"above": " ▲", "below": " ▼", "within the intervals": ""}
+    for method, rows in result.get("margins", {}).items():
+        table.add_row(f"{TITLES[method]} − best baseline", *(
+            f"{rows[b]['points']:+.1f}{marks[rows[b]['verdict']]} "
+            f"({SHORT_TITLES[rows[b]['best_baseline']]})" if b in rows else "—"
+            for b in budgets), style="bold" if method == SSL_FINETUNE else None)
+    if result.get("margins"):
+        table.caption = ("− best baseline: points above (+) or below (−) the baseline with the "
+                         "highest mean; ▲ ▼ where their pooled 95 % intervals do not overlap.")
     console.print(table)
