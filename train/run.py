@@ -198,7 +198,7 @@ def train(config: TrainConfig, run: Path, *, source: Source | None = None, resum
         fit=pipeline.image_dataset(fit_set, size, skipped), fit_size=len(fit_set),
         selection=selection, test=(test_px, test_y), num_classes=len(source.labels))
     wanted = [names.SSL_FINETUNE] + ([m for m in names.METHODS if m != names.SSL_FINETUNE]
-                                       if config.baseline else [])
+                                     if config.baseline else [])
     settings = fit_settings(config, verbosity)
     results = report.setdefault("methods", {})
     console.print(f"[bold]Stage 2: fine-tune[/] on {len(fit_set)} labelled images of "
