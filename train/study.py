@@ -32,6 +32,7 @@ from edge_ssl.train.config import (
 from edge_ssl.train.layers import CUT_LAYERS, DEFAULT_CUT
 from edge_ssl.train.method_names import (
     COLOUR,
+    METHODS,
     RANDOM_PROBE,
     SCRATCH,
     SCRATCH_SHALLOW,
@@ -39,7 +40,6 @@ from edge_ssl.train.method_names import (
     SSL_PROBE,
     TITLES,
 )
-from edge_ssl.train.method_names import METHODS as METHOD_NAMES
 from edge_ssl.train.sources import ImageSet, split_selection
 
 STUDIES_DIR = "studies"
@@ -60,7 +60,7 @@ class StudyConfig:
     classes: tuple[str, ...] = ()
     budgets: tuple[int | None, ...] = DEFAULT_BUDGETS
     seeds: int = 3
-    methods: tuple[str, ...] = METHOD_NAMES
+    methods: tuple[str, ...] = METHODS
     schedule: Schedule = Schedule.fixed
     selection_fraction: float = DEFAULT_SELECTION_FRACTION
     cut: str = DEFAULT_CUT
@@ -79,10 +79,10 @@ class StudyConfig:
             raise bad("budgets", ",".join(map(_budget_text, self.budgets)), "list each once")
         if self.seeds < 1:
             raise bad("seeds", self.seeds, "use 1 or more (3 or more to report a spread)")
-        unknown = [m for m in self.methods if m not in METHOD_NAMES]
+        unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise bad("methods", ",".join(self.methods) or "''",
-                      f"choose from {', '.join(METHOD_NAMES)}")
+                      f"choose from {', '.join(METHODS)}")
         if self.cut not in CUT_LAYERS:
             raise bad("cut", self.cut, f"use one of {', '.join(CUT_LAYERS)}")
         if self.finetune_epochs < 1:

@@ -20,13 +20,14 @@ from edge_ssl.train.config import (
 from edge_ssl.train.layers import DEFAULT_CUT
 from edge_ssl.train.method_names import (
     COLOUR,
+    METHODS,
     RANDOM_PROBE,
     SCRATCH,
     SCRATCH_SHALLOW,
     SSL_FINETUNE,
     TITLES,
 )
-from edge_ssl.train.study import DEFAULT_BUDGETS, METHOD_NAMES
+from edge_ssl.train.study import DEFAULT_BUDGETS
 
 
 @user_errors
@@ -50,8 +51,8 @@ def study(
         help="Seeds per budget (label samples, inits).")] = 3,
     methods: Annotated[str, typer.Option(
         metavar="A,B", rich_help_panel=TRAINING, show_default=False,
-        help=f"Methods to run, comma-separated; default: all of {', '.join(METHOD_NAMES)}.")]
-        = ",".join(METHOD_NAMES),
+        help=f"Methods to run, comma-separated; default: all of {', '.join(METHODS)}.")]
+        = ",".join(METHODS),
     schedule: shared.FinetuneSchedule = Schedule.fixed,
     selection_fraction: shared.SelectionFraction = DEFAULT_SELECTION_FRACTION,
     cut: shared.Cut = DEFAULT_CUT,
