@@ -69,6 +69,7 @@ def test_train_writes_every_artifact(run: Path) -> None:
     assert report["complete"] is True
     assert report["pretext"]["heldout_rotation"]["n"] == 4 * 2  # 10 % of 16, four rotations
     assert report["pretext"]["epochs_run"] == 1
+    assert report["pretext"]["backbone_ends_at"] == "block_9_add"
     step = report["pretext"]["step"]
     assert (step["micro_batch"], step["gradient_accumulation_steps"]) == (4, 2)
     assert step["step_activations_mb"] <= step["step_memory_budget_mb"] == 4.0
@@ -85,6 +86,25 @@ def test_train_writes_every_artifact(run: Path) -> None:
     config = json.loads((run / C.CONFIG_FILE).read_text())
     assert config["labels"] == ["duck", "fish"] and config["image_size"] == 32
     assert config["config"]["width"] == 0.35 and "tensorflow" in config["versions"]
+    assert config["config"]["pretext_top"] == "block_9_add"  # the pretext stops at the cut
+
+
+def test_finetune_reuses_the_pretext_and_refuses_a_cut_past_its_end(run: Path,
+                                                                    tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    for command in (["finetune", str(run), "--runs-dir", str(runs)], ["study", str(run)]):
+        past = runner.invoke(app, [*command, "--cut", "block_12_add", "--name", "past"])
+        message = " ".join(past.output.split())
+        assert past.exit_code == 1 and "Traceback" not in message, past.output
+        assert ("--cut block_12_add is past the end of the pretext network, which stops at "
+                "block_9_add" in message and "--pretext-depth full" in message)
+    assert not runs.exists() and not (run / "studies" / "past").exists()
+    done = runner.invoke(app, ["finetune", str(run), "--cut", "block_5_add", "--finetune-epochs",
+                               "1", "--head-epochs", "0", "--runs-dir", str(runs), "--name", "ft"])
+    assert done.exit_code == 0, done.output
+    config = json.loads((runs / "ft" / C.CONFIG_FILE).read_text())["config"]
+    assert (config["pretext_top"], config["cut"]) == ("block_9_add", "block_5_add")
+    assert (runs / "ft" / C.CLASSIFIER_MODEL).is_file()
 
 
 def test_export_classify_bench_on_files(run: Path, tmp_path: Path) -> None:

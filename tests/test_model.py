@@ -11,6 +11,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from edge_ssl.errors import ModelError  # noqa: E402
 from edge_ssl.train.model import (  # noqa: E402
     BACKBONE_NAME,
     FEATURES_NAME,
@@ -110,6 +111,30 @@ def test_classifier_at_the_last_layer_is_the_whole_backbone() -> None:
     classifier = build_classifier(pretext, "out_relu", 2)
     assert classifier.get_layer(BACKBONE_NAME) is pretext.get_layer(BACKBONE_NAME)
     assert {w.path.split("/")[0] for w in classifier.trainable_weights} >= {"head"}
+
+
+def test_a_backbone_that_ends_at_the_cut_is_the_whole_networks_first_layers() -> None:
+    """A pretext trained only up to the cut: the same layers, random init and BatchNorm momentum
+    as the whole network up to there, and nothing after, so the from-scratch and random-init
+    baselines built from one seed are the same networks whichever depth the pretext had."""
+    keras.utils.set_random_seed(3)
+    full = build_backbone(SPEC)
+    keras.utils.set_random_seed(3)
+    short = build_backbone(replace(SPEC, top="block_9_add"))
+    assert short.name == BACKBONE_NAME and short.layers[-1].name == "block_9_add"
+    names = {layer.name for layer in short.layers}
+    assert "block_10_expand" not in names and short.count_params() < full.count_params() / 5
+    for layer in short.layers[1:]:  # after the input layer, whose name Keras numbers
+        for mine, theirs in zip(layer.get_weights(), full.get_layer(layer.name).get_weights(),
+                                strict=True):
+            np.testing.assert_array_equal(mine, theirs)
+        if isinstance(layer, keras.layers.BatchNormalization):
+            assert layer.momentum == 0.9
+    pretext = build_model(replace(SPEC, top="block_9_add"), 4, "pretext")
+    assert build_classifier(pretext, "block_9_add", 2).get_layer(BACKBONE_NAME) is \
+        pretext.get_layer(BACKBONE_NAME)
+    with pytest.raises(ModelError, match="no layer 'block_12_add'"):
+        build_classifier(pretext, "block_12_add", 2)
 
 
 def test_random_init_spec_never_loads_the_weights_file(tmp_path: Path) -> None:

@@ -106,3 +106,18 @@ def test_runs_saved_before_the_fine_tune_and_pretext_options_keep_their_recipe()
     assert (old.head_epochs, old.pretext_lr) == (0, PretextLR.plateau)
     assert TrainConfig().head_epochs == DEFAULT_HEAD_EPOCHS
     assert TrainConfig.from_dict(TrainConfig(head_epochs=3).to_dict()).head_epochs == 3
+
+
+def test_a_cut_past_the_pretext_network_is_refused_with_the_way_out() -> None:
+    from edge_ssl.errors import ConfigError
+    from edge_ssl.train.config import PretextDepth, TrainConfig, pretext_top
+
+    assert pretext_top(PretextDepth.cut, "block_12_add") == "block_12_add"
+    assert pretext_top(PretextDepth.full, "block_12_add") is None
+    assert TrainConfig(cut="block_12_add", pretext_top=None).pretext_top is None
+    with pytest.raises(ConfigError, match="--cut block_12_add is past the end of the pretext "
+                                          "network, which stops at block_9_add.*"
+                                          "--pretext-depth full"):
+        TrainConfig(cut="block_12_add", pretext_top="block_9_add")
+    # Runs saved before the option trained the whole network; they still fine-tune anywhere.
+    assert TrainConfig.from_dict({"cut": "out_relu"}).pretext_top is None

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_ssl.errors import ConfigError, RunDirError
-from edge_ssl.train.layers import CUT_LAYERS, DEFAULT_CUT
+from edge_ssl.train.layers import CUT_LAYERS, DEFAULT_CUT, reaches
 
 # keras.applications.MobileNetV2 ships ImageNet weights only for these widths.
 IMAGENET_WIDTHS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
@@ -35,6 +35,13 @@ class PretextLR(str, Enum):
 
     plateau = "plateau"  # constant, halved when the held-out loss stops falling
     cosine = "cosine"  # cosine decay over --pretext-epochs: a short pretext ends annealed
+
+
+class PretextDepth(str, Enum):
+    """How much of MobileNetV2 the pretext trains (saved in config.json as `pretext_top`)."""
+
+    cut = "cut"  # up to --cut: the classifier never uses the blocks past it
+    full = "full"  # the whole network, as in the study
 
 
 class Freeze(str, Enum):
@@ -101,6 +108,9 @@ class TrainConfig:
     schedule: Schedule = Schedule.auto
     selection_fraction: float = DEFAULT_SELECTION_FRACTION
     cut: str = DEFAULT_CUT
+    # Where the pretext network's backbone ends; None: all of MobileNetV2. Blocks past the cut
+    # cost pretext time and the classifier throws them away (docs/training-recipe.md).
+    pretext_top: str | None = DEFAULT_CUT
     baseline: bool = False
     seed: int = 0
     mixed_precision: bool = False
@@ -141,6 +151,10 @@ class TrainConfig:
                       "use a fraction between 0 and 1, e.g. 0.2")
         if self.cut not in CUT_LAYERS:
             raise bad("cut", self.cut, f"use one of {', '.join(CUT_LAYERS)}")
+        if self.pretext_top is not None and self.pretext_top not in CUT_LAYERS:
+            raise ConfigError(f"pretext_top {self.pretext_top} is not a layer edge-ssl cuts at; "
+                              f"use one of {', '.join(CUT_LAYERS)}.")
+        require_within_pretext(self.cut, self.pretext_top)
         if self.learning_rate <= 0:
             raise bad("learning_rate", self.learning_rate, "use a positive value such as 1e-3")
         if self.cpu_replicas is not None and self.cpu_replicas < 1:
@@ -187,6 +201,7 @@ class TrainConfig:
         kwargs["rotations"] = Rotations(kwargs.get("rotations", "all"))
         kwargs["pretext_lr"] = PretextLR(kwargs.get("pretext_lr", "plateau"))
         kwargs.setdefault("head_epochs", 0)  # runs saved before the option trained without
+        kwargs.setdefault("pretext_top", None)  # and their pretext trained all of MobileNetV2
         kwargs["freeze"] = Freeze(kwargs.get("freeze", "none"))
         kwargs["schedule"] = Schedule(kwargs.get("schedule", "auto"))
         kwargs["strategy"] = StrategyName(kwargs.get("strategy", "auto"))
@@ -195,6 +210,19 @@ class TrainConfig:
     @classmethod
     def from_json(cls, text: str) -> TrainConfig:
         return cls.from_dict(json.loads(text)["config"])
+
+
+def pretext_top(depth: PretextDepth, cut: str) -> str | None:
+    """The `--pretext-depth` option as the layer the pretext backbone ends at."""
+    return cut if depth is PretextDepth.cut else None
+
+
+def require_within_pretext(cut: str, top: str | None) -> None:
+    """A classifier cannot cut a pretext network past its last block: say so before any work."""
+    if not reaches(top, cut):
+        raise ConfigError(f"--cut {cut} is past the end of the pretext network, which stops at "
+                          f"{top}: cut at {top} or an earlier block, or train a pretext with "
+                          "--pretext-depth full.")
 
 
 def load_run_config(run: Path) -> TrainConfig:

@@ -17,3 +17,8 @@ DEFAULT_CUT = "block_9_add"
 # `scratch_shallow` baseline uses it so that the pretext is compared with a from-scratch network
 # of a size that suits the labels, not only with one too deep for them.
 SHALLOW_CUT = "block_2_add"
+
+
+def reaches(top: str | None, cut: str) -> bool:
+    """Whether a backbone that ends at `top` (None: MobileNetV2's own end) contains `cut`."""
+    return top is None or CUT_LAYERS.index(cut) <= CUT_LAYERS.index(top)

@@ -74,6 +74,9 @@ class ModelSpec:
     # False: the same architecture and preprocessing as with the weights file, but random init
     # (the from-scratch baseline of a run that starts from ImageNet weights).
     load_weights: bool = True
+    # The backbone ends at this layer (None: MobileNetV2's own end). The layers up to it are
+    # built, initialised and loaded exactly as in the whole network.
+    top: str | None = None
 
     @property
     def rescale(self) -> dict[str, float]:
@@ -81,7 +84,8 @@ class ModelSpec:
 
 
 def build_backbone(spec: ModelSpec) -> keras.Model:
-    """MobileNetV2 without its top, with `spec.bn_momentum` on every BatchNorm layer."""
+    """MobileNetV2 without its top, up to `spec.top`, with `spec.bn_momentum` on every
+    BatchNorm layer."""
     try:
         backbone = keras.applications.MobileNetV2(
             input_shape=(spec.image_size, spec.image_size, 3),
@@ -97,11 +101,13 @@ def build_backbone(spec: ModelSpec) -> keras.Model:
                 f"{spec.width} ({exc}); pass the no-top .h5 file matching --width."
             ) from None
         raise
-    backbone.name = BACKBONE_NAME
     for layer in backbone.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = spec.bn_momentum
-    return backbone
+    if spec.top is None or spec.top == backbone.layers[-1].name:
+        backbone.name = BACKBONE_NAME
+        return backbone
+    return keras.Model(backbone.input, backbone.get_layer(spec.top).output, name=BACKBONE_NAME)
 
 
 def build_model(spec: ModelSpec, num_classes: int, name: str) -> keras.Model:

@@ -41,6 +41,7 @@ from edge_ssl.train.config import (
     Schedule,
     TrainConfig,
 )
+from edge_ssl.train.layers import CUT_LAYERS
 from edge_ssl.train.model import ModelSpec, build_model, load_model
 from edge_ssl.train.monitor import KnnMonitor
 from edge_ssl.train.sources import ImageSet, Source, load_source, split_pretext, split_selection
@@ -76,7 +77,7 @@ def device_description() -> str:
 
 def model_spec(config: TrainConfig) -> ModelSpec:
     return ModelSpec(config.image_size, config.width, config.effective_bn_momentum,
-                     config.backbone_weights)
+                     config.backbone_weights, top=config.pretext_top)
 
 
 def scratch_spec(config: TrainConfig) -> ModelSpec:
@@ -325,14 +326,16 @@ def _pretext_stage(config: TrainConfig, run: Path, source: Source, pretext_train
     rotation = rotation_rate(pretext, heldout_px)
     write_with(pretext_path, pretext.save)
     cluster.barrier()  # the other workers leave only once the model is safely on disk
+    top = config.pretext_top or CUT_LAYERS[-1]
     report["pretext"] = {"heldout_rotation": rotation.to_json(),
-                         "knn_accuracy": round(monitor.measure(), 4),
+                         "knn_accuracy": round(monitor.measure(), 4), "backbone_ends_at": top,
                          **_stage_json(stage), **extra}
     _note_memory(report)
     write_json(run / C.REPORT_FILE, report)
     finish_stage(run / C.CHECKPOINTS_DIR / "pretext")
     console.print(f"pretext: held-out rotation accuracy {rotation} "
-                  f"({stage.epochs_run} epochs, {stage.images_per_second:.0f} images/s on "
+                  f"({stage.epochs_run} epochs of MobileNetV2 up to {top}, "
+                  f"{stage.images_per_second:.0f} images/s on "
                   f"{cluster.replicas} replica{'s' if cluster.replicas > 1 else ''})")
     _raise_if_diverged("pretext", stage.diverged, stage.best_epoch, pretext_path)
     return pretext

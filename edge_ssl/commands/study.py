@@ -16,6 +16,8 @@ from edge_ssl.train.config import (
     DEFAULT_LEARNING_RATE,
     DEFAULT_SELECTION_FRACTION,
     Schedule,
+    load_run_config,
+    require_within_pretext,
 )
 from edge_ssl.train.layers import DEFAULT_CUT
 from edge_ssl.train.method_names import (
@@ -91,6 +93,7 @@ def study(
     if not (pretext_run / PRETEXT_MODEL).is_file():
         raise RunDirError(f"{pretext_run / PRETEXT_MODEL} is missing: finish that run first "
                           f"(`edge-ssl train --resume {run}`).")
+    require_within_pretext(cut, load_run_config(pretext_run).pretext_top)
     chosen = split_classes(classes)
     config = StudyConfig(
         run=pretext_run, data=data, classes=chosen,

@@ -19,12 +19,14 @@ from edge_ssl.train.config import (
     DEFAULT_SELECTION_FRACTION,
     DEFAULT_STEP_MEMORY_GB,
     Freeze,
+    PretextDepth,
     PretextLR,
     Rotations,
     Schedule,
     StrategyName,
     TrainConfig,
     load_run_config,
+    pretext_top,
 )
 from edge_ssl.train.layers import DEFAULT_CUT
 
@@ -77,6 +79,11 @@ def train(
         help="BatchNorm momentum; default 0.9 (random init) or 0.999 (ImageNet weights).")]
         = None,
     cut: shared.Cut = DEFAULT_CUT,
+    pretext_depth: Annotated[PretextDepth, typer.Option(
+        metavar="cut|full", rich_help_panel=MODEL,
+        help="cut: the pretext trains MobileNetV2 up to --cut, the part the classifier keeps "
+             "(faster epochs, better features per CPU-minute); full: the whole network, which "
+             "lets `edge-ssl finetune` cut it anywhere.")] = PretextDepth.cut,
     rotations: Annotated[Rotations, typer.Option(
         metavar="all|random", rich_help_panel=TRAINING,
         help="all: the 4 rotations of an image in one batch; random: one per image.")]
@@ -172,7 +179,8 @@ def train(
             pretext_epochs=pretext_epochs, finetune_epochs=finetune_epochs,
             head_epochs=head_epochs, learning_rate=learning_rate, patience=patience,
             lr_patience=lr_patience, freeze=freeze, schedule=schedule,
-            selection_fraction=selection_fraction, cut=cut, baseline=baseline, seed=seed,
+            selection_fraction=selection_fraction, cut=cut,
+            pretext_top=pretext_top(pretext_depth, cut), baseline=baseline, seed=seed,
             mixed_precision=mixed_precision, strategy=strategy, cpu_replicas=cpu_replicas,
             cache_dir=cache_dir, memory_cache_gb=memory_cache_gb,
             step_memory_gb=step_memory_gb, tensorboard=tensorboard)
