@@ -41,7 +41,7 @@ class PretextDepth(str, Enum):
     """How much of MobileNetV2 the pretext trains (saved in config.json as `pretext_top`)."""
 
     cut = "cut"  # up to --cut: the classifier never uses the blocks past it
-    full = "full"  # the whole network, as in the study
+    full = "full"  # the whole network: one pretext that a fine-tune may cut anywhere
 
 
 class Freeze(str, Enum):
