@@ -87,6 +87,8 @@ def test_train_writes_every_artifact(run: Path) -> None:
     assert config["labels"] == ["duck", "fish"] and config["image_size"] == 32
     assert config["config"]["width"] == 0.35 and "tensorflow" in config["versions"]
     assert config["config"]["pretext_top"] == "block_9_add"  # the pretext stops at the cut
+    assert config["config"]["finetune_batchnorm"] == "frozen"
+    assert report["protocol"]["finetune_batchnorm"] == "frozen"
 
 
 def test_finetune_reuses_the_pretext_and_refuses_a_cut_past_its_end(run: Path,
@@ -100,10 +102,12 @@ def test_finetune_reuses_the_pretext_and_refuses_a_cut_past_its_end(run: Path,
                 "block_9_add" in message and "--pretext-depth full" in message)
     assert not runs.exists() and not (run / "studies" / "past").exists()
     done = runner.invoke(app, ["finetune", str(run), "--cut", "block_5_add", "--finetune-epochs",
-                               "1", "--head-epochs", "0", "--runs-dir", str(runs), "--name", "ft"])
+                               "1", "--head-epochs", "0", "--finetune-batchnorm", "train",
+                               "--runs-dir", str(runs), "--name", "ft"])
     assert done.exit_code == 0, done.output
     config = json.loads((runs / "ft" / C.CONFIG_FILE).read_text())["config"]
     assert (config["pretext_top"], config["cut"]) == ("block_9_add", "block_5_add")
+    assert config["finetune_batchnorm"] == "train"
     assert (runs / "ft" / C.CLASSIFIER_MODEL).is_file()
 
 

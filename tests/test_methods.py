@@ -15,7 +15,7 @@ tf = pytest.importorskip("tensorflow")
 from edge_ssl.train import demo_data, methods, probe  # noqa: E402
 from edge_ssl.train import method_names as names  # noqa: E402
 from edge_ssl.train.layers import SHALLOW_CUT  # noqa: E402
-from edge_ssl.train.model import ModelSpec, build_model  # noqa: E402
+from edge_ssl.train.model import ModelSpec, build_classifier, build_model  # noqa: E402
 from edge_ssl.train.monitor import KnnMonitor  # noqa: E402
 
 SPEC = ModelSpec(image_size=32, width=0.35, bn_momentum=0.9)
@@ -181,6 +181,41 @@ def test_head_epochs_train_the_head_alone_then_every_layer(task: methods.Labelle
     assert len(scratch.fits) == 1  # from scratch, every layer trains from the start
 
 
+def _batchnorm_and_conv(model: keras.Model) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The backbone's BatchNorm weights (scale, shift, statistics) and its other weights."""
+    batchnorm, other = [], []
+    for layer in model.get_layer("backbone").layers:
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        (batchnorm if is_bn else other).extend(w.copy() for w in layer.get_weights())
+    return batchnorm, other
+
+
+def test_frozen_batchnorm_keeps_the_pretext_statistics_while_the_backbone_learns(
+        task: methods.Labelled, tmp_path: Path) -> None:
+    pretext = build_model(SPEC, 4, "pretext")
+    pretext_bn, pretext_other = _batchnorm_and_conv(
+        build_classifier(pretext, SETTINGS.cut, 2))  # the layers the classifier starts from
+    settings = replace(SETTINGS, head_epochs=1, freeze_batchnorm=True)
+    tuned = methods.train_network(names.SSL_FINETUNE, pretext, task, settings,
+                                  tmp_path / "f.csv", tmp_path / "f")
+    assert tuned.model is not None
+    tuned_bn, tuned_other = _batchnorm_and_conv(tuned.model)
+    assert _moved(pretext_bn, tuned_bn) == 0.0  # statistics not even recomputed afterwards
+    assert _moved(pretext_other, tuned_other) > 1e-4  # the convolutions did train
+    trained = methods.train_network(names.SSL_FINETUNE, pretext, task,
+                                    replace(settings, freeze_batchnorm=False),
+                                    tmp_path / "t.csv", tmp_path / "t")
+    assert trained.model is not None
+    assert _moved(pretext_bn, _batchnorm_and_conv(trained.model)[0]) > 1e-4
+    # A random-init network has no statistics worth keeping: from scratch trains them anyway.
+    source = methods.random_init_network(SPEC, seed=3)
+    source_bn, _ = _batchnorm_and_conv(build_classifier(source, SETTINGS.cut, 2))
+    scratch = methods.train_network(names.SCRATCH, source, task, settings,
+                                    tmp_path / "s.csv", tmp_path / "s")
+    assert scratch.model is not None
+    assert _moved(source_bn, _batchnorm_and_conv(scratch.model)[0]) > 1e-4
+
+
 def test_a_study_cell_does_not_leak_into_the_next(task: methods.Labelled) -> None:
     """Every cell's fine-tune starts from the pretext, and the SSL probe scores the pretext's
     own features, whatever ran before it."""
@@ -271,8 +306,11 @@ def test_study_writes_every_cell_and_the_plot(tmp_path: Path) -> None:
                       pretext_epochs=1, finetune_epochs=1), run)
     config = StudyConfig(run=run, budgets=(2, 4), seeds=2, finetune_epochs=1, head_epochs=1,
                          methods=("ssl_finetune", "ssl_probe", "colour"))
-    older = {k: v for k, v in config.to_json().items() if k != "head_epochs"}
-    assert StudyConfig.from_json(older).head_epochs == 0  # a study saved before the option
+    older = {k: v for k, v in config.to_json().items()
+             if k not in ("head_epochs", "finetune_batchnorm")}
+    assert StudyConfig.from_json(older).head_epochs == 0  # a study saved before the options
+    assert StudyConfig.from_json(older).finetune_batchnorm.value == "train"
+    assert StudyConfig.from_json(config.to_json()) == config
     out = run / "studies" / "s"
     run_study(prepare(config, out, overwrite=False, resume=False), out)
     study = json.loads((out / STUDY_FILE).read_text())

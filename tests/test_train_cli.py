@@ -100,11 +100,20 @@ def test_tensorboard_without_its_package_fails_before_a_run_starts(
 
 
 def test_runs_saved_before_the_fine_tune_and_pretext_options_keep_their_recipe() -> None:
-    from edge_ssl.train.config import DEFAULT_HEAD_EPOCHS, PretextLR, TrainConfig
+    from edge_ssl.train.config import (
+        DEFAULT_HEAD_EPOCHS,
+        FinetuneBatchNorm,
+        PretextLR,
+        TrainConfig,
+    )
 
     old = TrainConfig.from_dict({"width": 0.5})  # a config.json without the newer keys
     assert (old.head_epochs, old.pretext_lr) == (0, PretextLR.plateau)
+    assert old.finetune_batchnorm is FinetuneBatchNorm.train
     assert TrainConfig().head_epochs == DEFAULT_HEAD_EPOCHS
+    assert TrainConfig().finetune_batchnorm is FinetuneBatchNorm.frozen
+    frozen_then = TrainConfig(finetune_batchnorm=FinetuneBatchNorm.train).to_dict()
+    assert TrainConfig.from_dict(frozen_then).finetune_batchnorm is FinetuneBatchNorm.train
     assert TrainConfig.from_dict(TrainConfig(head_epochs=3).to_dict()).head_epochs == 3
 
 

@@ -49,6 +49,13 @@ class Freeze(str, Enum):
     backbone = "backbone"
 
 
+class FinetuneBatchNorm(str, Enum):
+    """What the SSL fine-tune does with the pretext's BatchNorm layers once every layer trains."""
+
+    frozen = "frozen"  # keep statistics, scale and shift: a few labels cannot re-estimate them
+    train = "train"  # batch statistics while training, scale and shift learned (Keras' default)
+
+
 class Schedule(str, Enum):
     """How the fine-tune decides when to stop and when to lower the learning rate."""
 
@@ -101,6 +108,7 @@ class TrainConfig:
     pretext_epochs: int = 100
     finetune_epochs: int = DEFAULT_FINETUNE_EPOCHS
     head_epochs: int = DEFAULT_HEAD_EPOCHS
+    finetune_batchnorm: FinetuneBatchNorm = FinetuneBatchNorm.frozen
     learning_rate: float = DEFAULT_LEARNING_RATE
     patience: int = 10
     lr_patience: int = 4
@@ -201,6 +209,8 @@ class TrainConfig:
         kwargs["rotations"] = Rotations(kwargs.get("rotations", "all"))
         kwargs["pretext_lr"] = PretextLR(kwargs.get("pretext_lr", "plateau"))
         kwargs.setdefault("head_epochs", 0)  # runs saved before the option trained without
+        # and, before that option, trained the BatchNorm layers with the rest
+        kwargs["finetune_batchnorm"] = FinetuneBatchNorm(kwargs.get("finetune_batchnorm", "train"))
         kwargs.setdefault("pretext_top", None)  # and their pretext trained all of MobileNetV2
         kwargs["freeze"] = Freeze(kwargs.get("freeze", "none"))
         kwargs["schedule"] = Schedule(kwargs.get("schedule", "auto"))

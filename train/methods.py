@@ -69,6 +69,7 @@ class FitSettings:
     freeze_backbone: bool
     seed: int
     head_epochs: int = 0  # SSL fine-tune: head alone on the frozen backbone first, ×10 rate
+    freeze_batchnorm: bool = False  # SSL fine-tune: the pretext's BatchNorm layers stay as they are
     verbose: int = 0
 
     def frozen(self, method: str) -> bool:
@@ -85,6 +86,12 @@ class FitSettings:
         and only when its backbone will train afterwards. From scratch there is nothing to keep,
         and a head fitted to random features first measured worse."""
         return self.head_epochs > 0 and method == SSL_FINETUNE and not self.frozen(method)
+
+    def batchnorm_frozen(self, method: str) -> bool:
+        """Whether `method`'s BatchNorm layers keep their statistics, scale and shift while the
+        backbone trains: only the SSL fine-tune's, whose statistics the pretext estimated on
+        thousands of images. A random-init network has no statistics worth keeping."""
+        return self.freeze_batchnorm and method == SSL_FINETUNE and not self.frozen(method)
 
 
 @dataclass(frozen=True)
@@ -172,6 +179,12 @@ def train_network(method: str, source: keras.Model, data: Labelled, settings: Fi
                   verbose=0, extra_callbacks=extra_callbacks,  # seconds; the stage line says it
                   resumable=resumable)
         backbone.trainable = True
+    if settings.batchnorm_frozen(method):
+        # Batch statistics of a few labelled images are noisy and pull the layers away from
+        # what the pretext saw; trainable=False keeps a Keras 3 BatchNorm in inference mode.
+        for layer in model.get_layer(BACKBONE_NAME).layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
     stage = fit_stage(
         model, train, selection, epochs=settings.epochs, learning_rate=settings.learning_rate,
         patience=settings.patience, lr_patience=settings.lr_patience,

@@ -36,6 +36,7 @@ from edge_ssl.train import method_names as names
 from edge_ssl.train.config import (
     DEFAULT_BN_MOMENTUM_RANDOM,
     MIN_SELECTION_PER_CLASS,
+    FinetuneBatchNorm,
     Freeze,
     PretextLR,
     Schedule,
@@ -115,7 +116,8 @@ def fit_settings(config: TrainConfig, verbose: int) -> methods.FitSettings:
         cut=config.cut, epochs=config.finetune_epochs, learning_rate=config.learning_rate,
         patience=config.patience, lr_patience=config.lr_patience, batch_size=config.batch_size,
         freeze_backbone=config.freeze is Freeze.backbone, seed=config.seed, verbose=verbose,
-        head_epochs=config.head_epochs)
+        head_epochs=config.head_epochs,
+        freeze_batchnorm=config.finetune_batchnorm is FinetuneBatchNorm.frozen)
 
 
 def train(config: TrainConfig, run: Path, *, source: Source | None = None, resume: bool = False,
@@ -180,6 +182,7 @@ def train(config: TrainConfig, run: Path, *, source: Source | None = None, resum
                       "selection_images": len(selection[1]) if selection else 0,
                       "cut": config.cut,
                       "head_epochs": config.head_epochs,
+                      "finetune_batchnorm": config.finetune_batchnorm.value,
                       "rule": "test images are measured once at the end; early stopping, the "
                               "learning-rate schedule and best-epoch restore see only the "
                               "selection split (or nothing, with a fixed schedule)"})
@@ -207,6 +210,8 @@ def train(config: TrainConfig, run: Path, *, source: Source | None = None, resum
                   + (f", {len(selection[1])} selection images" if selection else "")
                   + (f", the SSL fine-tune after {config.head_epochs} head-only epochs"
                      if settings.head_first(names.SSL_FINETUNE) else "")
+                  + (", its BatchNorm frozen" if settings.batchnorm_frozen(names.SSL_FINETUNE)
+                     else "")
                   + f"), tested on {len(test_y)} images")
     for method in wanted:
         if method in results and (method not in MODEL_FILES

@@ -26,6 +26,7 @@ from edge_ssl.train.config import (
     DEFAULT_HEAD_EPOCHS,
     DEFAULT_LEARNING_RATE,
     DEFAULT_SELECTION_FRACTION,
+    FinetuneBatchNorm,
     Schedule,
     load_run_config,
 )
@@ -66,6 +67,7 @@ class StudyConfig:
     cut: str = DEFAULT_CUT
     finetune_epochs: int = DEFAULT_FINETUNE_EPOCHS
     head_epochs: int = DEFAULT_HEAD_EPOCHS
+    finetune_batchnorm: FinetuneBatchNorm = FinetuneBatchNorm.frozen
     learning_rate: float = DEFAULT_LEARNING_RATE
 
     def __post_init__(self) -> None:
@@ -98,7 +100,8 @@ class StudyConfig:
         out = dataclasses.asdict(self)
         out.update(run=str(self.run), data=str(self.data) if self.data else None,
                    classes=list(self.classes), budgets=[_budget_text(b) for b in self.budgets],
-                   methods=list(self.methods), schedule=self.schedule.value)
+                   methods=list(self.methods), schedule=self.schedule.value,
+                   finetune_batchnorm=self.finetune_batchnorm.value)
         return out
 
     @classmethod
@@ -112,6 +115,8 @@ class StudyConfig:
                    selection_fraction=values["selection_fraction"], cut=values["cut"],
                    finetune_epochs=values["finetune_epochs"],
                    head_epochs=values.get("head_epochs", 0),  # studies from before the option
+                   finetune_batchnorm=FinetuneBatchNorm(  # and from before this one
+                       values.get("finetune_batchnorm", "train")),
                    learning_rate=values["learning_rate"])
 
 
@@ -202,7 +207,8 @@ def run_study(config: StudyConfig, out: Path,
                 cut=config.cut, epochs=config.finetune_epochs,
                 learning_rate=config.learning_rate, patience=run_config.patience,
                 lr_patience=run_config.lr_patience, batch_size=run_config.batch_size,
-                freeze_backbone=False, seed=seed, head_epochs=config.head_epochs)
+                freeze_backbone=False, seed=seed, head_epochs=config.head_epochs,
+                freeze_batchnorm=config.finetune_batchnorm is FinetuneBatchNorm.frozen)
             results = methods.run_in_memory(config.methods, pretext, spec, labelled, settings)
             cell = {"seed": seed, "budget": _budget_text(budget),
                     "labels_per_class": int(np.bincount(train_y[chosen]).min()),

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from edge_ssl.help_format import OUTPUT, TRAINING
-from edge_ssl.train.config import Schedule
+from edge_ssl.train.config import FinetuneBatchNorm, Schedule
 from edge_ssl.train.layers import CUT_LAYERS
 
 FinetuneEpochs = Annotated[int, typer.Option(
@@ -22,6 +22,10 @@ HeadEpochs = Annotated[int, typer.Option(
     metavar="N", rich_help_panel=TRAINING,
     help="SSL fine-tune: epochs that train the new head alone on the frozen backbone (at 10× "
          "the learning rate) before every layer trains; 0 for none.")]
+FinetuneBatchNormOption = Annotated[FinetuneBatchNorm, typer.Option(
+    "--finetune-batchnorm", metavar="frozen|train", rich_help_panel=TRAINING,
+    help="SSL fine-tune: keep the pretext's BatchNorm statistics, scale and shift (frozen), or "
+         "train them with the other layers (train).")]
 LearningRate = Annotated[float, typer.Option(
     metavar="LR", rich_help_panel=TRAINING, help="Adam learning rate.")]
 FinetuneSchedule = Annotated[Schedule, typer.Option(

@@ -15,6 +15,7 @@ from edge_ssl.train.config import (
     DEFAULT_HEAD_EPOCHS,
     DEFAULT_LEARNING_RATE,
     DEFAULT_SELECTION_FRACTION,
+    FinetuneBatchNorm,
     Schedule,
     load_run_config,
     require_within_pretext,
@@ -60,6 +61,7 @@ def study(
     cut: shared.Cut = DEFAULT_CUT,
     finetune_epochs: shared.FinetuneEpochs = DEFAULT_FINETUNE_EPOCHS,
     head_epochs: shared.HeadEpochs = DEFAULT_HEAD_EPOCHS,
+    finetune_batchnorm: shared.FinetuneBatchNormOption = FinetuneBatchNorm.frozen,
     learning_rate: shared.LearningRate = DEFAULT_LEARNING_RATE,
     name: Annotated[str | None, typer.Option(
         metavar="NAME", rich_help_panel=OUTPUT, show_default=False,
@@ -101,6 +103,7 @@ def study(
         seeds=seeds, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
         schedule=schedule, selection_fraction=selection_fraction, cut=cut,
         finetune_epochs=finetune_epochs, head_epochs=head_epochs,
+        finetune_batchnorm=finetune_batchnorm,
         learning_rate=learning_rate)
     out = study_dir(pretext_run, name or ("-".join(chosen) if chosen else "default"))
     config = prepare(config, out, overwrite=overwrite, resume=resume)
