@@ -121,15 +121,28 @@ def litert_runtimes(model: Any, image_size: int, calibration: np.ndarray,
 
     Full INT8 is calibrated on the images the ONNX INT8 export calibrated on; its input stays
     uint8 and its output float32 probabilities, as in the ONNX file, so both take the same feed.
+    LiteRT has no builtin for the antialiased resize of the model's preprocessing
+    (`tf.ScaleAndTranslate`), so its graph casts and rescales without it: at S×S that resize is
+    an exact identity, and the ONNX graph, which keeps its Resize, is the one that pays for it.
     """
     import keras
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
+    preprocess = model.get_layer("preprocess")
+    features = inputs = keras.Input((image_size, image_size, 3))
+    for layer in model.layers[model.layers.index(preprocess) + 1:]:  # a chain: backbone, pool, head
+        features = layer(features)
+    core = keras.Model(inputs, features)
+
+    def serve(images: Any) -> Any:
+        pixels = tf.cast(images, tf.float32) * preprocess.scale + preprocess.offset
+        return core(pixels, training=False)
+
     with tempfile.TemporaryDirectory(prefix="edge-ssl-litert-") as tmp:
         archive = keras.export.ExportArchive()
-        archive.track(model)
-        archive.add_endpoint("serve", lambda images: model(images, training=False),
+        archive.track(core)
+        archive.add_endpoint("serve", serve,
                              input_signature=[tf.TensorSpec([None, image_size, image_size, 3],
                                                             tf.uint8, name=contract.INPUT_NAME)])
         archive.write_out(tmp, verbose=False)
