@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edge_ssl.errors import ConfigError
+from edge_ssl.options import OUTPUT, not_allowed, option, to_json
 
 # ONNX Resize has an antialiased mode from opset 18 on, and the preprocessing needs it; tf2onnx
 # 1.17 converts up to opset 18.
 SUPPORTED_OPSETS = range(18, 19)
 CONFIG_FILE = "export_config.json"
+CONVERSION = "Conversion"  # help panels of `edge-ssl export`
+VARIANTS = "INT8 and FP16 variants"
 
 
 @dataclass(frozen=True)
@@ -43,17 +46,28 @@ class ExportConfig:
             runtime's top-1.
     """
 
-    run_dir: Path
-    opset: int = 18
-    int8: bool = False
-    fp16: bool = False
-    calibration_images: int = 100
-    min_int8_agreement: float = 99.0
-    max_fp32_nodes: int = 16
-    fp16_tolerance: float = 0.05
+    run_dir: Path = option(Path("runs/latest"), "Run directory written by `edge-ssl train`.",
+                           "RUN", argument=True)
+    opset: int = option(
+        18, "ONNX opset; 18, the first with the antialiased Resize the preprocessing needs.",
+        "N", CONVERSION)
+    int8: bool = option(False, "Also write static-QDQ INT8 variants (*.int8.onnx).",
+                        panel=VARIANTS)
+    fp16: bool = option(False, "Also write FP16 variants with FP32 inputs/outputs "
+                        "(*.fp16.onnx).", panel=VARIANTS)
+    calibration_images: int = option(
+        100, "Most stored training images used to calibrate INT8.", "N", VARIANTS)
+    min_int8_agreement: float = option(
+        99.0, "INT8 gate: % of held-out images whose top-1 must equal FP32's.", "PERCENT",
+        VARIANTS)
+    max_fp32_nodes: int = option(
+        16, "Most nodes INT8 may keep in FP32 to meet its gate (0: no fallback).", "N",
+        VARIANTS)
+    fp16_tolerance: float = option(
+        0.05, "FP16 gate: largest |Δprobability| allowed against FP32.", "P", VARIANTS)
     gate_images: int = 1000
-    seed: int = 0
-    overwrite: bool = False
+    seed: int = option(0, "Seed of the checks' image samples.", "N", CONVERSION)
+    overwrite: bool = option(False, "Replace an existing RUN/exports folder.", panel=OUTPUT)
     tolerance: float = 1e-4
     verify_images: int = 32
     verify_sizes: tuple[tuple[int, int], ...] = ((37, 91), (128, 128))
@@ -62,43 +76,35 @@ class ExportConfig:
     min_frame_agreement: float = 99.5
 
     def __post_init__(self) -> None:
-        # `option` is the `edge-ssl export` flag, or for settings only Python callers choose,
-        # the field: a message never names a flag the command does not have.
-        def bad(option: str, value: Any, allowed: str) -> ConfigError:
-            return ConfigError(f"{option} {value} is not allowed: {allowed}.")
+        def bad(name: str, value: Any, allowed: str) -> ConfigError:
+            return not_allowed(self, name, value, allowed)
 
-        def percent(option: str, value: float) -> None:
+        def percent(name: str) -> None:
+            value = getattr(self, name)
             if not (math.isfinite(value) and 0.0 <= value <= 100.0):
-                raise bad(option, f"{value:g}", "use a percentage from 0 to 100")
+                raise bad(name, f"{value:g}", "use a percentage from 0 to 100")
 
         if not isinstance(self.run_dir, Path):
-            raise bad("ExportConfig.run_dir", repr(self.run_dir), "expected a pathlib.Path")
+            raise bad("run_dir", repr(self.run_dir), "expected a pathlib.Path")
         if self.opset not in SUPPORTED_OPSETS:
-            raise bad("--opset", self.opset, f"use {SUPPORTED_OPSETS.start} (the antialiased "
+            raise bad("opset", self.opset, f"use {SUPPORTED_OPSETS.start} (the antialiased "
                       "resize the preprocessing needs arrived in opset 18; tf2onnx converts up "
                       "to 18)")
-        for option, count in (("--calibration-images", self.calibration_images),
-                              ("ExportConfig.gate_images", self.gate_images),
-                              ("ExportConfig.verify_images", self.verify_images),
-                              ("ExportConfig.frame_images", self.frame_images),
-                              ("ExportConfig.frame_scale", self.frame_scale)):
-            if count < 1:
-                raise bad(option, count, "use at least 1")
+        for name in ("calibration_images", "gate_images", "verify_images", "frame_images",
+                     "frame_scale"):
+            if getattr(self, name) < 1:
+                raise bad(name, getattr(self, name), "use at least 1")
         if self.max_fp32_nodes < 0:
-            raise bad("--max-fp32-nodes", self.max_fp32_nodes, "use 0 (no fallback) or more")
-        percent("--min-int8-agreement", self.min_int8_agreement)
-        percent("ExportConfig.min_frame_agreement", self.min_frame_agreement)
-        for option, value in (("--fp16-tolerance", self.fp16_tolerance),
-                              ("ExportConfig.tolerance", self.tolerance)):
+            raise bad("max_fp32_nodes", self.max_fp32_nodes, "use 0 (no fallback) or more")
+        percent("min_int8_agreement")
+        percent("min_frame_agreement")
+        for name in ("fp16_tolerance", "tolerance"):
+            value = getattr(self, name)
             if not (math.isfinite(value) and 0.0 < value < 1.0):
-                raise bad(option, f"{value:g}", "use a probability difference in (0, 1)")
+                raise bad(name, f"{value:g}", "use a probability difference in (0, 1)")
         for size in self.verify_sizes:
             if len(size) != 2 or min(size) < 1:
-                raise bad("ExportConfig.verify_sizes", size,
-                          "use (height, width) pairs of positive ints")
+                raise bad("verify_sizes", size, "use (height, width) pairs of positive ints")
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["run_dir"] = str(self.run_dir)
-        data["verify_sizes"] = [list(size) for size in self.verify_sizes]
-        return data
+        return to_json(self)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import secrets
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,13 +26,15 @@ import onnxruntime
 
 from edge_ssl import contract
 from edge_ssl.errors import ModelError, RunDirError
-from edge_ssl.export import convert, int8, quantize, verify
+from edge_ssl.export import convert, quantize, verify
 from edge_ssl.export.config import CONFIG_FILE, ExportConfig
 from edge_ssl.export.report import ExportedFile, ExportReport, versions
 from edge_ssl.export.run_source import RunSource, open_run
 from edge_ssl.export.verify import Check
 from edge_ssl.stats import Rate, stratified_sample
 from edge_ssl.train.model import as_float32, load_model, mixed_policy, preprocess_of
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class _Job:
     gate_targets: np.ndarray
 
 
-def export_run(config: ExportConfig, log: Callable[[str], None] = lambda _: None) -> ExportReport:
+def export_run(config: ExportConfig) -> ExportReport:
     """Export, verify and publish both models of `config.run_dir`.
 
     Returns:
@@ -71,7 +73,7 @@ def export_run(config: ExportConfig, log: Callable[[str], None] = lambda _: None
     exported_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     files: list[tuple[ExportedFile, bytes]] = []
     for job in jobs:
-        files += _export_model(trained[job.name], job, source, config, exported_at, log)
+        files += _export_model(trained[job.name], job, source, config, exported_at)
     verify.raise_failures((f.file, check) for f, _ in files if f.precision == "fp32"
                           for check in f.checks)
     report = ExportReport(exports, source.name, exported_at, config, [f for f, _ in files],
@@ -155,7 +157,7 @@ def _load(source: RunSource, job: _Job) -> keras.Model:
 
 
 def _export_model(trained: keras.Model, job: _Job, source: RunSource, config: ExportConfig,
-                  exported_at: str, log: Callable[[str], None]) -> list[tuple[ExportedFile, bytes]]:
+                  exported_at: str) -> list[tuple[ExportedFile, bytes]]:
     """The FP32 file and, when asked and FP32 passed, its INT8/FP16 variants.
 
     Every sample is seeded and class-stratified (one seed, so the smaller samples are part of the
@@ -176,14 +178,14 @@ def _export_model(trained: keras.Model, job: _Job, source: RunSource, config: Ex
     def sample(n: int) -> np.ndarray:
         return stratified_sample(job.targets, n, config.seed)
 
-    log(f"converting {job.name} (opset {config.opset})")
+    log.info(f"converting {job.name} (opset {config.opset})")
     proto = convert.to_onnx(model, config.opset)
     convert.set_metadata(proto, meta("fp32"))
     data = proto.SerializeToString()
     checks = _structure(proto, job)
     if not all(check.passed for check in checks):
         return [(_file(f"{job.name}.onnx", job, "fp32", data, None, checks), data)]
-    log(f"verifying {job.name}.onnx against Keras")
+    log.info(f"verifying {job.name}.onnx against Keras")
     sess = verify.session(data)
     checks += _parity(model, sess, job.images[sample(config.verify_images)], config)
     checks += _frames(proto, job, sample(config.frame_images), source.image_size, config)
@@ -200,10 +202,10 @@ def _export_model(trained: keras.Model, job: _Job, source: RunSource, config: Ex
     if not exported.passed:
         return files  # the variants' reference is wrong: do not build on them
     if config.int8:
-        log(f"quantizing {job.name}.int8.onnx")
+        log.info(f"quantizing {job.name}.int8.onnx")
         calibration = job.calibration[:config.calibration_images]
-        outcome = int8.run(proto, calibration, gate_images, fp32, config.min_int8_agreement,
-                           config.max_fp32_nodes, log)
+        outcome = quantize.int8_within_budget(proto, calibration, gate_images, fp32,
+                                              config.min_int8_agreement, config.max_fp32_nodes)
         convert.set_metadata(outcome.proto, meta("int8"))
         check = verify.check_int8(fp32, outcome.probabilities, gate_targets,
                                   config.min_int8_agreement, outcome.fp32_nodes, {
@@ -211,29 +213,29 @@ def _export_model(trained: keras.Model, job: _Job, source: RunSource, config: Ex
                                       "tried": [{"fp32_nodes": count, "top1_agreement": agree}
                                                 for count, agree in outcome.tried]})
         files.append(_variant(outcome.proto, "int8", check, job, test_images, test_targets,
-                              source.image_size, config, log,
+                              source.image_size, config,
                               calibration_images=len(calibration),
                               fp32_nodes=outcome.fp32_nodes))
     if config.fp16:
-        log(f"converting {job.name}.fp16.onnx")
+        log.info(f"converting {job.name}.fp16.onnx")
         fp16 = quantize.to_fp16(proto)
         convert.set_metadata(fp16, meta("fp16"))
         probabilities = verify.predict(verify.session(fp16.SerializeToString()), gate_images)
         check = verify.check_fp16(fp32, probabilities, gate_targets, config.fp16_tolerance)
         files.append(_variant(fp16, "fp16", check, job, test_images, test_targets,
-                              source.image_size, config, log))
+                              source.image_size, config))
     return files
 
 
 def _variant(proto: onnx.ModelProto, precision: str, gate: Check, job: _Job,
              test_images: np.ndarray, test_targets: np.ndarray, size: int,
-             config: ExportConfig, log: Callable[[str], None],
+             config: ExportConfig,
              calibration_images: int | None = None,
              fp32_nodes: tuple[str, ...] | None = None) -> tuple[ExportedFile, bytes]:
     """A reduced-precision file with its evidence: structure, raw frames, its gate, and its
     accuracy on the test sample."""
     name = f"{job.name}.{precision}.onnx"
-    log(f"checking {name}")
+    log.info(f"checking {name}")
     data = proto.SerializeToString()
     checks = _structure(proto, job)
     if all(check.passed for check in checks):

@@ -1,15 +1,22 @@
 """Reduced-precision variants of an exported FP32 file, through onnxruntime's public tools.
 
-INT8 is static QDQ with uint8 activations and per-channel int8 weights: onnxruntime then runs all
-52 convolutions of MobileNetV2 as QLinearConv, 2.1–2.45× FP32 at batch 32 on a 2-core VNNI CPU
-(benchmarks/README.md says why not 2.5×), while the int8-activation default left a third of them
-in FP32 between Transposes and was slower than FP32.
+INT8 is static QDQ with uint8 activations and per-channel int8 weights: onnxruntime then runs
+every convolution of MobileNetV2 as QLinearConv, while the int8-activation default leaves some
+in FP32 between Transposes and is slower than FP32 (docs/benchmarks.md has the measurements).
+
+INT8 keeps the FP32 model's answers: when the fully quantized model's top-1 agrees with FP32 on
+fewer of the gate images than the budget asks, the nodes ranked most sensitive are kept in FP32,
+one more at a time, each attempt quantized again through `quantize_static`
+(`nodes_to_exclude`), until the budget is met or the allowed number of FP32 nodes is used up
+(accuracy-aware quantization, as OpenVINO NNCF's `quantize_with_accuracy_control` does).
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +33,10 @@ from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_floa
 
 from edge_ssl import contract
 from edge_ssl.errors import ExportError
+from edge_ssl.export import verify
+from edge_ssl.stats import Rate
+
+log = logging.getLogger(__name__)
 
 CALIBRATION_BATCH = 16
 # Resize's roi/scales inputs and the uint8 → float Cast break when converted to float16.
@@ -161,3 +172,58 @@ def _sorted_cast_first(proto: onnx.ModelProto) -> onnx.ModelProto:
     del graph.node[:]
     graph.node.extend(ordered)
     return proto
+
+
+@dataclass(frozen=True)
+class Int8Outcome:
+    """The INT8 model chosen (the first within budget, else the best tried) and the evidence.
+
+    `probabilities` are its outputs on the gate images; `tried` holds (nodes kept in FP32,
+    agreement %) for every attempt, in order.
+    """
+
+    proto: onnx.ModelProto
+    probabilities: np.ndarray
+    fp32_nodes: tuple[str, ...]
+    tried: tuple[tuple[int, float], ...]
+    candidates: int
+
+
+def int8_within_budget(proto: onnx.ModelProto, calibration: np.ndarray, gate: np.ndarray,
+                       fp32: np.ndarray, min_agreement: float, max_fp32_nodes: int
+                       ) -> Int8Outcome:
+    """Quantize `proto` so that its top-1 agrees with `fp32` (FP32's probabilities on the uint8
+    `gate` images) on at least `min_agreement` %, keeping at most `max_fp32_nodes` in FP32.
+
+    Raises:
+        ExportError: onnxruntime's tools failed.
+    """
+    def predict(model: onnx.ModelProto, pixels: np.ndarray) -> np.ndarray:
+        return verify.predict(verify.session(model.SerializeToString()), pixels)
+
+    def agreement(probabilities: np.ndarray) -> float:
+        return Rate.of(probabilities.argmax(axis=1) == fp32.argmax(axis=1)).percent
+
+    with Int8Quantizer(proto, calibration) as quantizer:
+        int8 = quantizer.quantize()
+        probabilities = predict(int8, gate)
+        best = Int8Outcome(int8, probabilities, (), ((0, agreement(probabilities)),),
+                           len(quantizer.candidates))
+        if best.tried[0][1] >= min_agreement or max_fp32_nodes == 0:
+            return best
+        log.info(f"INT8 agrees on {best.tried[0][1]:.1f}% < {min_agreement:g}%: ranking "
+            f"{len(quantizer.candidates)} nodes by sensitivity")
+        ranked = quantizer.rank(predict)
+        tried = list(best.tried)
+        for count in range(1, min(max_fp32_nodes, len(ranked)) + 1):
+            log.info(f"INT8 with {count} of at most {max_fp32_nodes} nodes in FP32")
+            kept = tuple(ranked[:count])
+            int8 = quantizer.quantize(keep_fp32=kept)
+            probabilities = predict(int8, gate)
+            tried.append((count, agreement(probabilities)))
+            if tried[-1][1] > max(agreement for _, agreement in tried[:-1]):
+                best = Int8Outcome(int8, probabilities, kept, (), best.candidates)
+            if tried[-1][1] >= min_agreement:
+                break
+        return Int8Outcome(best.proto, best.probabilities, best.fp32_nodes, tuple(tried),
+                           best.candidates)

@@ -8,39 +8,53 @@ calls allocate memory and pick kernels, and are not the steady state a device li
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edge_ssl import __version__, contract
+from edge_ssl.errors import ConfigError
+from edge_ssl.options import RUNTIME, joined, option
 from edge_ssl.runtime.cpu import CpuInfo, cpu_info
-from edge_ssl.runtime.model import Device, open_session
+from edge_ssl.runtime.model import SessionOptions, open_session, require_positive
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    """`"1,8,32"` → `(1, 8, 32)`."""
+    try:
+        sizes = tuple(int(size) for size in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise ConfigError(f"{text!r} is not a comma-separated list of positive integers such "
+                          "as 1,8,32.")
+    return sizes
 
 
 @dataclass(frozen=True)
-class BenchConfig:
+class BenchConfig(SessionOptions):
     """Which models, batch sizes and how long to time them."""
 
-    models: tuple[Path, ...]
-    batch_sizes: tuple[int, ...] = (1, 8, 32)
-    warmup: int = 10
-    iterations: int = 100
-    threads: int | None = None  # onnxruntime intra-op threads; None: one per core
-    device: Device = Device.AUTO
+    models: tuple[Path, ...] = option(
+        MISSING, "ONNX models written by `edge-ssl export`, e.g. an FP32 and an INT8 variant.",
+        "MODEL...", argument=True)
+    batch_sizes: tuple[int, ...] = option(
+        (1, 8, 32), "Comma-separated batch sizes to time.", "N,N", RUNTIME,
+        parse=parse_batch_sizes, text=joined)
+    warmup: int = option(10, "Untimed runs per batch size.", "N", RUNTIME, minimum=0)
+    iterations: int = option(100, "Timed runs per batch size.", "N", RUNTIME, minimum=1)
     seed: int = 0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.models:
-            raise ValueError("models is empty; give at least one .onnx file")
+            raise ConfigError("models is empty; give at least one .onnx file")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
-            raise ValueError(f"batch_sizes is {self.batch_sizes}; give sizes of 1 or more")
+            raise ConfigError(f"batch_sizes is {self.batch_sizes}; give sizes of 1 or more")
         if self.warmup < 0:
-            raise ValueError(f"warmup is {self.warmup}; it must be 0 or more")
-        if self.iterations < 1:
-            raise ValueError(f"iterations is {self.iterations}; it must be at least 1")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads is {self.threads}; it must be at least 1")
+            raise ConfigError(f"warmup is {self.warmup}; it must be 0 or more")
+        require_positive(self, "iterations")
 
 
 @dataclass(frozen=True)

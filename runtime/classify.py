@@ -12,7 +12,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,8 +21,15 @@ import numpy as np
 from edge_ssl import contract
 from edge_ssl.errors import ConfigError, DataError, InferenceError
 from edge_ssl.images import IMAGE_EXTENSIONS, list_images
+from edge_ssl.options import INPUT, OUTPUT, RUNTIME, option
 from edge_ssl.runtime.decode import Batch, batches
-from edge_ssl.runtime.model import Device, ModelInfo, open_session, resolve_model
+from edge_ssl.runtime.model import (
+    ModelInfo,
+    SessionOptions,
+    open_session,
+    require_positive,
+    resolve_model,
+)
 from edge_ssl.runtime.output import FORMATS, Failure, Prediction, PredictionWriter, Row
 
 if TYPE_CHECKING:
@@ -32,29 +39,43 @@ ProgressCallback = Callable[[int, int], None]  # (files done, files in the job)
 RowsCallback = Callable[[Sequence[Row]], None]  # one batch's rows, in input order
 
 
-@dataclass(frozen=True)
-class ClassifyConfig:
-    """One classify job: what to read, which model, where to run it, where to write."""
+@dataclass(frozen=True, kw_only=True)
+class ReadOptions(SessionOptions):
+    """How image files reach the model: the options `classify` and `evaluate` share."""
 
-    paths: tuple[Path, ...]
-    model: Path | None = None  # None: runs/latest/exports/classifier.onnx
-    recursive: bool = False
-    batch_size: int = 32
-    top_k: int = 1
-    device: Device = Device.AUTO
-    threads: int | None = None  # onnxruntime intra-op threads; None: one per core
+    batch_size: int = option(32, "Images per inference call.", "N", RUNTIME, minimum=1)
     decode_threads: int | None = None  # the most; None: one per core, at most 8
-    output: Path | None = None  # .csv or .jsonl
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        require_positive(self, "batch_size", "decode_threads")
+
+
+@dataclass(frozen=True)
+class ClassifyConfig(ReadOptions):
+    """One classify job: what to read, which model, where to run it, where to write."""
+
+    paths: tuple[Path, ...] = option(
+        MISSING, "Image files and folders (JPEG, PNG, BMP, WebP, GIF, TIFF).", "PATH...",
+        argument=True)
+    model: Path | None = option(
+        None, "ONNX model written by `edge-ssl export` (default: the classifier of "
+        "runs/latest).", "FILE", INPUT, short="-m", show_default=False)
+    recursive: bool = option(False, "Also classify the images in subfolders.", panel=INPUT,
+                             short="-r")
+    output: Path | None = option(
+        None, "Write one row per file to this .csv or .jsonl file, as images finish, instead "
+        "of a table.", "FILE", OUTPUT, short="-o", show_default=False)
+    top_k: int = option(1, "Also report the next best labels, up to this many in all.", "K",
+                        OUTPUT, minimum=1)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.paths:
-            raise ValueError("paths is empty; give at least one image file or folder")
-        for name in ("batch_size", "top_k", "threads", "decode_threads"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} is {value}; it must be at least 1")
+            raise ConfigError("paths is empty; give at least one image file or folder")
+        require_positive(self, "top_k")
         if self.output is not None and self.output.suffix.lower() not in FORMATS:
-            raise ValueError(f"output is {self.output}; its name must end in .csv or .jsonl")
+            raise ConfigError(f"output is {self.output}; its name must end in .csv or .jsonl")
 
 
 @dataclass

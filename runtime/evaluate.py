@@ -13,7 +13,7 @@ import io
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,38 +22,41 @@ import numpy as np
 
 from edge_ssl import atomic
 from edge_ssl.errors import ConfigError, DataError
+from edge_ssl.options import DATA, OUTPUT, option, split_commas
 from edge_ssl.runtime import confusion_png
-from edge_ssl.runtime.classify import ProgressCallback, run
+from edge_ssl.runtime.classify import ProgressCallback, ReadOptions, run
 from edge_ssl.runtime.decode import batches
 from edge_ssl.runtime.labelled import LabelledImages, find_labelled
 from edge_ssl.runtime.metrics import ClassMetrics, confusion_matrix, macro, per_class
-from edge_ssl.runtime.model import Device, ModelInfo, open_session
+from edge_ssl.runtime.model import ModelInfo, open_session
 from edge_ssl.stats import Rate
 
 REPORT_FILE = "evaluation.json"
 
 
 @dataclass(frozen=True)
-class EvaluateConfig:
+class EvaluateConfig(ReadOptions):
     """Which models, which labelled folder, where the artifacts go."""
 
-    models: tuple[Path, ...]
-    data: Path
-    classes: tuple[str, ...] = ()  # only these classes; default all
-    output_dir: Path | None = None  # default: evaluations/<UTC timestamp>
-    overwrite: bool = False
-    batch_size: int = 32
-    device: Device = Device.AUTO
-    threads: int | None = None
-    decode_threads: int | None = None
+    models: tuple[Path, ...] = option(
+        MISSING, "ONNX models written by `edge-ssl export`, e.g. classifier.onnx and its int8 "
+        "and fp16 variants.", "MODEL...", argument=True)
+    data: Path = option(
+        MISSING, "Labelled images: DIR/<class>/*.jpg, or a Tiny ImageNet folder (its val/).",
+        "DIR", DATA, short="-d", show_default=False)
+    classes: tuple[str, ...] = option(
+        (), "Only these classes, comma-separated: folder names, wnids or labels.", "A,B", DATA,
+        parse=split_commas, show_default=False)
+    output_dir: Path | None = option(
+        None, "Where the PNGs, CSVs and evaluation.json go (default: evaluations/<UTC time>).",
+        "DIR", OUTPUT, short="-o", show_default=False)
+    overwrite: bool = option(False, "Write into an --output-dir that is not empty.",
+                             panel=OUTPUT)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.models:
-            raise ValueError("models is empty; give at least one .onnx file")
-        for name in ("batch_size", "threads", "decode_threads"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} is {value}; it must be at least 1")
+            raise ConfigError("models is empty; give at least one .onnx file")
 
 
 @dataclass

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_ssl import contract
-from edge_ssl.errors import DeviceError, ModelError
+from edge_ssl.errors import ConfigError, DeviceError, ModelError
+from edge_ssl.options import RUNTIME, option
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -38,6 +39,29 @@ class Device(str, Enum):
     CPU = "cpu"
     CUDA = "cuda"
     TENSORRT = "tensorrt"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionOptions:
+    """Where and how a model runs: the options `classify`, `evaluate` and `bench` share."""
+
+    device: Device = option(
+        Device.AUTO, "Execution provider: auto (CUDA when it starts, else the CPU), cpu, cuda "
+        "or tensorrt.", "DEVICE", RUNTIME)
+    threads: int | None = option(
+        None, "onnxruntime intra-op threads (default: one per core).", "N", RUNTIME, minimum=1,
+        show_default=False)
+
+    def __post_init__(self) -> None:
+        require_positive(self, "threads")
+
+
+def require_positive(config: object, *names: str) -> None:
+    """Raise ConfigError naming the first of `names` whose value is set and below 1."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} is {value}; it must be at least 1")
 
 
 @dataclass(frozen=True)

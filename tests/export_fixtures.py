@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from edge_ssl import contract
-from edge_ssl.train.layers import DEFAULT_CUT
+from edge_ssl.train.cuts import DEFAULT_CUT
 from edge_ssl.train.model import ModelSpec, build_classifier, build_model
 
 SIZE = 32

@@ -19,10 +19,10 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from edge_ssl.cli import app
+from edge_ssl.commands.render_runtime import progress_bar
 from edge_ssl.errors import InferenceError
 from edge_ssl.runtime.classify import ClassifyConfig, classify
 from edge_ssl.runtime.output import Failure, Prediction, Row
-from edge_ssl.runtime.report import progress_bar
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +201,7 @@ def test_progress_option_reaches_the_bar(tmp_path: Path, model: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     colours(tmp_path / "imgs", 2)
     shown: list[bool | None] = []
-    from edge_ssl.runtime import report
+    from edge_ssl.commands import render_runtime as report
 
     real = report.progress_bar
 

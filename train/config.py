@@ -1,8 +1,11 @@
-"""TrainConfig: every option of `edge-ssl train`, validated once, saved in config.json."""
+"""TrainConfig: every option of `edge-ssl train`, declared, validated once, saved in config.json.
+
+Each field that is a command-line option is declared here with its help (edge_ssl/options.py);
+`train`, `finetune`, `study` and `demo` build their options from these declarations.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from enum import Enum
@@ -10,7 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from edge_ssl.errors import ConfigError, RunDirError
-from edge_ssl.train.layers import CUT_LAYERS, DEFAULT_CUT, reaches
+from edge_ssl.options import (
+    DATA,
+    MODEL,
+    OUTPUT,
+    TRAINING,
+    from_json,
+    not_allowed,
+    option,
+    split_commas,
+    to_json,
+)
+from edge_ssl.train.cuts import CUT_LAYERS, DEFAULT_CUT, reaches
 
 # keras.applications.MobileNetV2 ships ImageNet weights only for these widths.
 IMAGENET_WIDTHS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
@@ -73,109 +87,157 @@ class StrategyName(str, Enum):
     multi_worker = "multi-worker"  # every machine of TF_CONFIG, each with all its GPUs
 
 
-# Decoded pretext images stay in memory up to this size, per worker; beyond it they go to disk.
-DEFAULT_MEMORY_CACHE_GB = 2.0
-# Most activations (GB) one pretext training step may hold on the CPU; a larger batch is split
-# into micro-batches with accumulated gradients (train/step_memory.py). 1.5 keeps a 224-px,
-# width-1.0 pretext under 4 GB in all; at 64 px nothing is split.
-DEFAULT_STEP_MEMORY_GB = 1.5
-# Fine-tune defaults shared by `train`, `finetune` and `study`. Epochs: the most with
-# early-stopping, all of them with the fixed (cosine) schedule.
-DEFAULT_FINETUNE_EPOCHS = 40
-# Epochs that fit the new head alone on the frozen backbone before all layers train.
-DEFAULT_HEAD_EPOCHS = 10
-DEFAULT_LEARNING_RATE = 1e-3  # Adam, every fine-tuned network alike
-DEFAULT_SELECTION_FRACTION = 0.2  # share of each class's labels in the selection split
+DEFAULT_HEAD_EPOCHS = 10  # runs saved before the option had none (see TrainConfig.from_dict)
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything a run depends on. `data=None` means the built-in demo dataset."""
+@dataclass(frozen=True, kw_only=True)
+class FinetuneOptions:
+    """How a fine-tune trains: the options `train`, `finetune` and `study` share."""
 
-    data: Path | None = None
-    unlabeled: Path | None = None
-    classes: tuple[str, ...] = ()
-    pretext_classes: int | None = None
-    labels_per_class: int | None = None
-    demo_per_class: int = 500
-    image_size: int = 64
-    width: float = 1.0
-    backbone_weights: Path | None = None
-    bn_momentum: float | None = None
-    rotations: Rotations = Rotations.all
-    pretext_lr: PretextLR = PretextLR.plateau
-    batch_size: int = 32
-    pretext_epochs: int = 100
-    finetune_epochs: int = DEFAULT_FINETUNE_EPOCHS
-    head_epochs: int = DEFAULT_HEAD_EPOCHS
-    finetune_batchnorm: FinetuneBatchNorm = FinetuneBatchNorm.frozen
-    learning_rate: float = DEFAULT_LEARNING_RATE
-    patience: int = 10
-    lr_patience: int = 4
-    freeze: Freeze = Freeze.none
-    schedule: Schedule = Schedule.auto
-    selection_fraction: float = DEFAULT_SELECTION_FRACTION
-    cut: str = DEFAULT_CUT
-    # Where the pretext network's backbone ends; None: all of MobileNetV2. Blocks past the cut
-    # cost pretext time and the classifier throws them away (docs/training-recipe.md).
-    pretext_top: str | None = DEFAULT_CUT
-    baseline: bool = False
-    seed: int = 0
-    mixed_precision: bool = False
-    tensorboard: bool = False  # log every stage into RUN/tensorboard/<stage>/
-    pretext_from: Path | None = None  # fine-tune the pretext of this run instead of training one
-    strategy: StrategyName = StrategyName.auto
-    cpu_replicas: int | None = None  # split a GPU-less machine's CPU into this many devices
-    cache_dir: Path | None = None  # decoded pretext images cached in files here
-    memory_cache_gb: float = DEFAULT_MEMORY_CACHE_GB
-    step_memory_gb: float = DEFAULT_STEP_MEMORY_GB
+    cut: str = option(DEFAULT_CUT, f"Backbone layer the classifier and the probes are cut at: "
+                      f"{', '.join(CUT_LAYERS)}.", "LAYER", MODEL)
+    finetune_epochs: int = option(
+        40, "Most fine-tune epochs (every one of them with --schedule fixed).", "N", TRAINING)
+    head_epochs: int = option(
+        DEFAULT_HEAD_EPOCHS, "SSL fine-tune: epochs that train the new head alone on the frozen "
+        "backbone (at 10× the learning rate) before every layer trains; 0 for none.", "N",
+        TRAINING)
+    finetune_batchnorm: FinetuneBatchNorm = option(
+        FinetuneBatchNorm.frozen, "SSL fine-tune: keep the pretext's BatchNorm statistics, "
+        "scale and shift (frozen), or train them with the other layers (train).",
+        "frozen|train", TRAINING)
+    learning_rate: float = option(1e-3, "Adam learning rate.", "LR", TRAINING)
+    schedule: Schedule = option(
+        Schedule.auto, "Fine-tune: early-stopping on a selection split carved from the labels, "
+        "or fixed (cosine decay, every label trains); auto picks early-stopping when each "
+        f"class gives the split at least {MIN_SELECTION_PER_CLASS} images.", "MODE", TRAINING)
+    selection_fraction: float = option(
+        0.2, "Share of each class's labelled images in the selection split.", "F", TRAINING)
 
     def __post_init__(self) -> None:
-        def bad(field: str, value: Any, allowed: str) -> ConfigError:
-            return ConfigError(f"--{field.replace('_', '-')} {value} is not allowed: {allowed}.")
+        def bad(name: str, allowed: str) -> ConfigError:
+            return not_allowed(self, name, getattr(self, name), allowed)
+
+        if self.cut not in CUT_LAYERS:
+            raise bad("cut", f"use one of {', '.join(CUT_LAYERS)}")
+        if self.finetune_epochs < 1:
+            raise bad("finetune_epochs", "use 1 or more")
+        if self.head_epochs < 0:
+            raise bad("head_epochs", "use 0 (no head-only epochs) or more")
+        if self.learning_rate <= 0:
+            raise bad("learning_rate", "use a positive value such as 1e-3")
+        if not 0.0 < self.selection_fraction < 1.0:
+            raise bad("selection_fraction", "use a fraction between 0 and 1, e.g. 0.2")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(FinetuneOptions):
+    """Everything a run depends on. `data=None` means the built-in demo dataset."""
+
+    data: Path | None = option(
+        None, "Tiny ImageNet folder (has wnids.txt) or DIR/<class>/*.jpg; default: demo data.",
+        "DIR", DATA, show_default=False)
+    unlabeled: Path | None = option(
+        None, "Extra loose images for the pretext (with a class-per-folder --data).", "DIR", DATA)
+    classes: tuple[str, ...] = option(
+        (), "Fine-tune classes, comma-separated: wnids, words from words.txt, or folder names; "
+        "default: the data's default classes.", "A,B", DATA, parse=split_commas,
+        show_default=False)
+    pretext_classes: int | None = option(
+        None, "Tiny ImageNet: pretext on the first K classes only.", "K", DATA)
+    labels_per_class: int | None = option(
+        None, "Keep only N labelled images per class for the fine-tune (seeded).", "N", DATA)
+    demo_per_class: int = option(500, "Demo data: training images per class.", "N", DATA)
+    image_size: int = option(64, "Side of the square training images.", "N", MODEL)
+    width: float = option(1.0, "MobileNetV2 width multiplier.", "ALPHA", MODEL)
+    backbone_weights: Path | None = option(
+        None, "Local ImageNet MobileNetV2 no-top .h5 weights; switches rescaling to [-1, 1].",
+        "FILE", MODEL, must_exist=True)
+    bn_momentum: float | None = option(
+        None, f"BatchNorm momentum; default {DEFAULT_BN_MOMENTUM_RANDOM} (random init) or "
+        f"{DEFAULT_BN_MOMENTUM_IMAGENET} (ImageNet weights).", "M", MODEL, show_default=False)
+    rotations: Rotations = option(
+        Rotations.all, "all: the 4 rotations of an image in one batch; random: one per image.",
+        "all|random", TRAINING)
+    pretext_lr: PretextLR = option(
+        PretextLR.plateau, "Pretext learning rate: plateau halves it when the held-out loss "
+        "stalls; cosine decays it over --pretext-epochs.", "plateau|cosine", TRAINING)
+    batch_size: int = option(32, "Samples per batch.", "N", TRAINING)
+    pretext_epochs: int = option(100, "Most pretext epochs.", "N", TRAINING)
+    patience: int = option(
+        10, "EarlyStopping patience in epochs (held-out or selection accuracy).", "N", TRAINING)
+    lr_patience: int = option(
+        4, "ReduceLROnPlateau patience (held-out or selection loss, factor 0.5).", "N", TRAINING)
+    freeze: Freeze = option(Freeze.none, "backbone: train only the head during the fine-tune.",
+                            "none|backbone", TRAINING)
+    baseline: bool = option(
+        False, "Also measure the baselines on the same labels and test images: SSL linear "
+        "probe, from scratch (the same network, and a shallow one), random-init probe, colour "
+        "histogram.", panel=TRAINING)
+    seed: int = option(0, "Seed for splits, sampling and initialisation.", "N", TRAINING)
+    mixed_precision: bool = option(
+        False, "mixed_float16 policy (GPUs); the softmax and the loss stay float32.",
+        panel=TRAINING)
+    strategy: StrategyName = option(
+        StrategyName.auto, "auto, default, mirrored or multi-worker: how the pretext is "
+        "distributed (one device; this machine's GPUs; the machines of TF_CONFIG). auto picks "
+        "mirrored with several GPUs, multi-worker when TF_CONFIG names a cluster.", "MODE",
+        TRAINING)
+    cpu_replicas: int | None = option(
+        None, "Without GPUs: split the CPU into N logical devices for --strategy mirrored (to "
+        "try distributed training; not faster).", "N", TRAINING, show_default=False)
+    cache_dir: Path | None = option(
+        None, "Cache decoded pretext images in files here (a fast local disk); default: in "
+        "memory when they fit --memory-cache-gb, else in RUN/cache.", "DIR", DATA,
+        show_default=False)
+    memory_cache_gb: float = option(
+        2.0, "Most decoded pretext images (GB, per worker) kept in memory; beyond, on disk.",
+        "GB", DATA)
+    step_memory_gb: float = option(
+        1.5, "On the CPU, most memory (GB) one pretext step's activations may take; a larger "
+        "batch is trained as micro-batches with accumulated gradients (same update size).",
+        "GB", TRAINING)
+    tensorboard: bool = option(
+        False, "Also log the training for TensorBoard, in RUN/tensorboard/.", panel=OUTPUT)
+    # Where the pretext network's backbone ends (`--pretext-depth`); None: all of MobileNetV2.
+    pretext_top: str | None = DEFAULT_CUT
+    pretext_from: Path | None = None  # fine-tune the pretext of this run instead of training one
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+
+        def bad(name: str, allowed: str) -> ConfigError:
+            return not_allowed(self, name, getattr(self, name), allowed)
 
         if self.image_size < 32:
-            raise bad("image_size", self.image_size, "MobileNetV2 needs at least 32 pixels")
+            raise bad("image_size", "MobileNetV2 needs at least 32 pixels")
         if self.width <= 0:
-            raise bad("width", self.width, "use a positive MobileNetV2 alpha such as 0.35 or 1.0")
+            raise bad("width", "use a positive MobileNetV2 alpha such as 0.35 or 1.0")
         if self.backbone_weights is not None and self.width not in IMAGENET_WIDTHS:
-            raise bad("width", self.width, f"ImageNet weights exist for {IMAGENET_WIDTHS}")
+            raise bad("width", f"ImageNet weights exist for {IMAGENET_WIDTHS}")
         if self.bn_momentum is not None and not 0.0 < self.bn_momentum < 1.0:
-            raise bad("bn_momentum", self.bn_momentum, "use a value between 0 and 1, e.g. 0.9")
+            raise bad("bn_momentum", "use a value between 0 and 1, e.g. 0.9")
         if self.batch_size < 4 or (self.rotations is Rotations.all and self.batch_size % 4):
-            raise bad("batch_size", self.batch_size,
-                      "use at least 4, and a multiple of 4 with --rotations all")
-        for field in ("pretext_epochs", "finetune_epochs", "patience", "lr_patience",
-                      "demo_per_class"):
-            if getattr(self, field) < 1:
-                raise bad(field, getattr(self, field), "use 1 or more")
-        if self.head_epochs < 0:
-            raise bad("head_epochs", self.head_epochs, "use 0 (no head-only epochs) or more")
-        for field in ("pretext_classes", "labels_per_class"):
-            if getattr(self, field) is not None and getattr(self, field) < 1:
-                raise bad(field, getattr(self, field), "use 1 or more")
-        if not 0.0 < self.selection_fraction < 1.0:
-            raise bad("selection_fraction", self.selection_fraction,
-                      "use a fraction between 0 and 1, e.g. 0.2")
-        if self.cut not in CUT_LAYERS:
-            raise bad("cut", self.cut, f"use one of {', '.join(CUT_LAYERS)}")
+            raise bad("batch_size", "use at least 4, and a multiple of 4 with --rotations all")
+        for name in ("pretext_epochs", "patience", "lr_patience", "demo_per_class"):
+            if getattr(self, name) < 1:
+                raise bad(name, "use 1 or more")
+        for name in ("pretext_classes", "labels_per_class"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise bad(name, "use 1 or more")
         if self.pretext_top is not None and self.pretext_top not in CUT_LAYERS:
-            raise ConfigError(f"pretext_top {self.pretext_top} is not a layer edge-ssl cuts at; "
-                              f"use one of {', '.join(CUT_LAYERS)}.")
+            raise ConfigError(f"TrainConfig.pretext_top {self.pretext_top} is not a layer "
+                              f"edge-ssl cuts at; use one of {', '.join(CUT_LAYERS)}.")
         require_within_pretext(self.cut, self.pretext_top)
-        if self.learning_rate <= 0:
-            raise bad("learning_rate", self.learning_rate, "use a positive value such as 1e-3")
         if self.cpu_replicas is not None and self.cpu_replicas < 1:
-            raise bad("cpu_replicas", self.cpu_replicas, "use 1 or more, e.g. 2")
+            raise bad("cpu_replicas", "use 1 or more, e.g. 2")
         if self.cpu_replicas is not None and self.cpu_replicas > 1 and self.strategy not in (
                 StrategyName.auto, StrategyName.mirrored):
-            raise bad("cpu_replicas", self.cpu_replicas,
-                      "logical CPU devices are for --strategy mirrored (or auto)")
+            raise bad("cpu_replicas", "logical CPU devices are for --strategy mirrored (or auto)")
         if self.memory_cache_gb < 0:
-            raise bad("memory_cache_gb", self.memory_cache_gb,
-                      "use 0 (always on disk) or more, e.g. 2")
+            raise bad("memory_cache_gb", "use 0 (always on disk) or more, e.g. 2")
         if self.step_memory_gb <= 0:
-            raise bad("step_memory_gb", self.step_memory_gb, "use a positive size, e.g. 1.5")
+            raise bad("step_memory_gb", "use a positive size, e.g. 1.5")
 
     @property
     def effective_bn_momentum(self) -> float:
@@ -186,36 +248,14 @@ class TrainConfig:
         return DEFAULT_BN_MOMENTUM_RANDOM
 
     def to_dict(self) -> dict[str, Any]:
-        out = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, Enum):
-                value = value.value
-            elif isinstance(value, Path):
-                value = str(value)
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[f.name] = value
-        return out
+        return to_json(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in values.items() if k in known}
-        for key in ("data", "unlabeled", "backbone_weights", "pretext_from", "cache_dir"):
-            if kwargs.get(key) is not None:
-                kwargs[key] = Path(kwargs[key])
-        kwargs["classes"] = tuple(kwargs.get("classes", ()))
-        kwargs["rotations"] = Rotations(kwargs.get("rotations", "all"))
-        kwargs["pretext_lr"] = PretextLR(kwargs.get("pretext_lr", "plateau"))
-        kwargs.setdefault("head_epochs", 0)  # runs saved before the option trained without
-        # and, before that option, trained the BatchNorm layers with the rest
-        kwargs["finetune_batchnorm"] = FinetuneBatchNorm(kwargs.get("finetune_batchnorm", "train"))
-        kwargs.setdefault("pretext_top", None)  # and their pretext trained all of MobileNetV2
-        kwargs["freeze"] = Freeze(kwargs.get("freeze", "none"))
-        kwargs["schedule"] = Schedule(kwargs.get("schedule", "auto"))
-        kwargs["strategy"] = StrategyName(kwargs.get("strategy", "auto"))
-        return cls(**kwargs)
+        # Runs saved before an option existed keep what they did: no head-only epochs, the
+        # BatchNorm layers trained with the rest, and a pretext over all of MobileNetV2.
+        return from_json(cls, values, legacy={"head_epochs": 0, "finetune_batchnorm": "train",
+                                              "pretext_top": None})
 
     @classmethod
     def from_json(cls, text: str) -> TrainConfig:
@@ -244,3 +284,12 @@ def load_run_config(run: Path) -> TrainConfig:
     except (OSError, KeyError, TypeError, ValueError) as exc:
         raise RunDirError(f"{run / CONFIG_FILE}: unreadable ({exc}); this run cannot be "
                           "resumed or reused, start a new one.") from None
+
+
+def require_tensorboard(config: TrainConfig) -> None:
+    """Fail before a run starts, not at its first epoch, when --tensorboard cannot log."""
+    import importlib.util
+
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("--tensorboard needs the tensorboard package: "
+                          "pip install tensorboard (the [train] extra includes it).")

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from edge_ssl.stats import Rate
 from edge_ssl.train import pipeline, probe
-from edge_ssl.train.layers import SHALLOW_CUT
+from edge_ssl.train.cuts import SHALLOW_CUT
 from edge_ssl.train.method_names import (
     COLOUR,
     RANDOM_PROBE,

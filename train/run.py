@@ -42,7 +42,7 @@ from edge_ssl.train.config import (
     Schedule,
     TrainConfig,
 )
-from edge_ssl.train.layers import CUT_LAYERS
+from edge_ssl.train.cuts import CUT_LAYERS
 from edge_ssl.train.model import ModelSpec, build_model, load_model
 from edge_ssl.train.monitor import KnnMonitor
 from edge_ssl.train.sources import ImageSet, Source, load_source, split_pretext, split_selection

@@ -20,17 +20,19 @@ import numpy as np
 
 from edge_ssl.atomic import write_json
 from edge_ssl.errors import ConfigError, RunDirError
-from edge_ssl.stats import Rate
-from edge_ssl.train.config import (
-    DEFAULT_FINETUNE_EPOCHS,
-    DEFAULT_HEAD_EPOCHS,
-    DEFAULT_LEARNING_RATE,
-    DEFAULT_SELECTION_FRACTION,
-    FinetuneBatchNorm,
-    Schedule,
-    load_run_config,
+from edge_ssl.options import (
+    DATA,
+    TRAINING,
+    from_json,
+    joined,
+    not_allowed,
+    option,
+    split_commas,
+    to_json,
+    with_default,
 )
-from edge_ssl.train.layers import CUT_LAYERS, DEFAULT_CUT
+from edge_ssl.stats import Rate
+from edge_ssl.train.config import FinetuneBatchNorm, FinetuneOptions, Schedule, load_run_config
 from edge_ssl.train.method_names import (
     COLOUR,
     METHODS,
@@ -52,74 +54,6 @@ SSL_METHODS = (SSL_FINETUNE, SSL_PROBE)
 BASELINES = (SCRATCH, SCRATCH_SHALLOW, RANDOM_PROBE, COLOUR)
 
 
-@dataclass(frozen=True)
-class StudyConfig:
-    """Every option of `edge-ssl study`; `budgets` holds labels per class, None meaning all."""
-
-    run: Path
-    data: Path | None = None
-    classes: tuple[str, ...] = ()
-    budgets: tuple[int | None, ...] = DEFAULT_BUDGETS
-    seeds: int = 3
-    methods: tuple[str, ...] = METHODS
-    schedule: Schedule = Schedule.fixed
-    selection_fraction: float = DEFAULT_SELECTION_FRACTION
-    cut: str = DEFAULT_CUT
-    finetune_epochs: int = DEFAULT_FINETUNE_EPOCHS
-    head_epochs: int = DEFAULT_HEAD_EPOCHS
-    finetune_batchnorm: FinetuneBatchNorm = FinetuneBatchNorm.frozen
-    learning_rate: float = DEFAULT_LEARNING_RATE
-
-    def __post_init__(self) -> None:
-        def bad(option: str, value: Any, allowed: str) -> ConfigError:
-            return ConfigError(f"--{option} {value} is not allowed: {allowed}.")
-
-        if not self.budgets or any(b is not None and b < 1 for b in self.budgets):
-            raise bad("budgets", ",".join(map(_budget_text, self.budgets)) or "''",
-                      "use labels per class of 1 or more, or 'all', e.g. 5,10,25,50,100")
-        if len(set(self.budgets)) != len(self.budgets):
-            raise bad("budgets", ",".join(map(_budget_text, self.budgets)), "list each once")
-        if self.seeds < 1:
-            raise bad("seeds", self.seeds, "use 1 or more (3 or more to report a spread)")
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown or not self.methods:
-            raise bad("methods", ",".join(self.methods) or "''",
-                      f"choose from {', '.join(METHODS)}")
-        if self.cut not in CUT_LAYERS:
-            raise bad("cut", self.cut, f"use one of {', '.join(CUT_LAYERS)}")
-        if self.finetune_epochs < 1:
-            raise bad("finetune-epochs", self.finetune_epochs, "use 1 or more")
-        if self.head_epochs < 0:
-            raise bad("head-epochs", self.head_epochs, "use 0 (no head-only epochs) or more")
-        if self.learning_rate <= 0:
-            raise bad("learning-rate", self.learning_rate, "use a positive value such as 1e-3")
-        if not 0.0 < self.selection_fraction < 1.0:
-            raise bad("selection-fraction", self.selection_fraction, "use a fraction in (0, 1)")
-
-    def to_json(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out.update(run=str(self.run), data=str(self.data) if self.data else None,
-                   classes=list(self.classes), budgets=[_budget_text(b) for b in self.budgets],
-                   methods=list(self.methods), schedule=self.schedule.value,
-                   finetune_batchnorm=self.finetune_batchnorm.value)
-        return out
-
-    @classmethod
-    def from_json(cls, values: dict[str, Any]) -> StudyConfig:
-        return cls(run=Path(values["run"]),
-                   data=Path(values["data"]) if values.get("data") else None,
-                   classes=tuple(values["classes"]),
-                   budgets=tuple(parse_budget(b) for b in values["budgets"]),
-                   seeds=values["seeds"], methods=tuple(values["methods"]),
-                   schedule=Schedule(values["schedule"]),
-                   selection_fraction=values["selection_fraction"], cut=values["cut"],
-                   finetune_epochs=values["finetune_epochs"],
-                   head_epochs=values.get("head_epochs", 0),  # studies from before the option
-                   finetune_batchnorm=FinetuneBatchNorm(  # and from before this one
-                       values.get("finetune_batchnorm", "train")),
-                   learning_rate=values["learning_rate"])
-
-
 def parse_budget(text: str | int | None) -> int | None:
     """'all' → None (every labelled image), otherwise labels per class."""
     if text is None or str(text).strip().lower() == "all":
@@ -129,6 +63,60 @@ def parse_budget(text: str | int | None) -> int | None:
     except ValueError:
         raise ConfigError(f"--budgets {text} is not allowed: use whole numbers or 'all', "
                           "e.g. 5,10,25,50,100,all.") from None
+
+
+def parse_budgets(text: str) -> tuple[int | None, ...]:
+    return tuple(parse_budget(budget) for budget in split_commas(text))
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudyConfig(FinetuneOptions):
+    """Every option of `edge-ssl study`; `budgets` holds labels per class, None meaning all."""
+
+    run: Path
+    data: Path | None = option(
+        None, "Labelled data; default: the pretext run's --data.", "DIR", DATA,
+        show_default=False)
+    classes: tuple[str, ...] = option(
+        (), "Classes of the task, comma-separated; default: the data's default classes.",
+        "A,B", DATA, parse=split_commas, show_default=False)
+    budgets: tuple[int | None, ...] = option(
+        DEFAULT_BUDGETS, "Labelled images per class, comma-separated; 'all' for every one.",
+        "N,N", DATA, parse=parse_budgets, text=lambda b: joined(map(_budget_text, b)))
+    seeds: int = option(3, "Seeds per budget (label samples, inits).", "N", TRAINING)
+    methods: tuple[str, ...] = option(
+        METHODS, f"Methods to run, comma-separated; default: all of {', '.join(METHODS)}.",
+        "A,B", TRAINING, parse=split_commas, text=joined, show_default=False)
+    # A study compares methods at a fixed number of epochs: every label trains.
+    schedule: Schedule = with_default(FinetuneOptions, "schedule", Schedule.fixed)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+
+        def bad(name: str, value: Any, allowed: str) -> ConfigError:
+            return not_allowed(self, name, value, allowed)
+
+        budgets = ",".join(map(_budget_text, self.budgets))
+        if not self.budgets or any(b is not None and b < 1 for b in self.budgets):
+            raise bad("budgets", budgets or "''",
+                      "use labels per class of 1 or more, or 'all', e.g. 5,10,25,50,100")
+        if len(set(self.budgets)) != len(self.budgets):
+            raise bad("budgets", budgets, "list each once")
+        if self.seeds < 1:
+            raise bad("seeds", self.seeds, "use 1 or more (3 or more to report a spread)")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise bad("methods", ",".join(self.methods) or "''",
+                      f"choose from {', '.join(METHODS)}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {**to_json(self), "budgets": [_budget_text(b) for b in self.budgets]}
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> StudyConfig:
+        # Studies saved before an option existed keep what they did (see TrainConfig.from_dict).
+        return from_json(cls, {**values, "budgets": parse_budgets(joined(values["budgets"]))},
+                         legacy={"head_epochs": 0, "finetune_batchnorm": "train"})
 
 
 def _budget_text(budget: int | None) -> str:

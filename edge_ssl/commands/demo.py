@@ -3,57 +3,48 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
-from edge_ssl.commands import shared_options as shared
-from edge_ssl.console import console, err_console, user_errors
-from edge_ssl.help_format import OUTPUT, TRAINING
+from edge_ssl.commands.config_options import config_options
+from edge_ssl.commands.shared_options import RunsDir, Verbose
+from edge_ssl.console import console, err_console, spinner, user_errors, warn
+from edge_ssl.options import OUTPUT
 from edge_ssl.train.config import TrainConfig
 
 DEMO_IMAGES = "demo-images"
 
 
 @user_errors
+@config_options(TrainConfig, ["demo_per_class", "pretext_epochs", "finetune_epochs", "width",
+                              "image_size"],
+                defaults={"demo_per_class": 300, "pretext_epochs": 2, "finetune_epochs": 5},
+                flags={"demo_per_class": "--per-class"})
 def demo(
-    per_class: Annotated[int, typer.Option(
-        min=1, metavar="N", rich_help_panel=TRAINING,
-        help="Demo training images per class.")] = 300,
-    pretext_epochs: Annotated[int, typer.Option(
-        min=1, metavar="N", rich_help_panel=TRAINING, help="Pretext epochs.")] = 2,
-    finetune_epochs: Annotated[int, typer.Option(
-        min=1, metavar="N", rich_help_panel=TRAINING, help="Fine-tune epochs.")] = 5,
-    width: Annotated[float, typer.Option(
-        metavar="ALPHA", rich_help_panel=TRAINING, help="MobileNetV2 width multiplier.")] = 1.0,
-    image_size: Annotated[int, typer.Option(
-        metavar="N", rich_help_panel=TRAINING, help="Side of the square training images.")]
-        = 64,
+    options: dict[str, Any],
     int8: Annotated[bool, typer.Option(
         "--int8/--no-int8", rich_help_panel=OUTPUT,
         help="Also export and verify the INT8 variant.")] = True,
-    runs_dir: Annotated[Path, typer.Option(
-        metavar="DIR", rich_help_panel=OUTPUT, help="Where the run directory goes.")]
-        = Path("runs"),
+    runs_dir: RunsDir = Path("runs"),
     name: Annotated[str, typer.Option(
         metavar="NAME", rich_help_panel=OUTPUT, help="Run name.")] = "demo",
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", rich_help_panel=OUTPUT, help="Replace an earlier demo run.")] = False,
-    verbose: shared.Verbose = False,
+    verbose: Verbose = False,
 ) -> None:
     """Train on demo data with short settings, export to ONNX (FP32 + INT8), write demo
     images and classify them: every stage of edge-ssl, end to end."""
-    from edge_ssl.commands.classify import classify
-    from edge_ssl.commands.export import report_table
+    from edge_ssl.commands.render_runtime import RowPrinter, print_summary
+    from edge_ssl.commands.render_training import export_tables
     from edge_ssl.contract import CLASSIFIER_ONNX, EXPORTS_DIR
     from edge_ssl.export.config import ExportConfig
     from edge_ssl.quiet import import_tensorflow
     from edge_ssl.rundir import create_run_dir
+    from edge_ssl.runtime.classify import ClassifyConfig, classify
     from edge_ssl.train import demo_data
 
-    config = TrainConfig(demo_per_class=per_class, pretext_epochs=pretext_epochs,
-                         finetune_epochs=finetune_epochs, width=width, image_size=image_size)
+    config = TrainConfig(**options)
     run = create_run_dir(runs_dir, name, overwrite, resumable=False)
     console.rule("1/3 train: rotation pretext, then fine-tune (duck vs fish)")
     import_tensorflow(verbose)
@@ -62,16 +53,20 @@ def demo(
 
     report = train(config, run)
     console.rule(f"2/3 export: verified ONNX, FP32{' and INT8' if int8 else ''}")
-    exported = export_run(ExportConfig(run_dir=run, int8=int8))
-    console.print(report_table(exported))
+    with spinner("exporting"):
+        exported = export_run(ExportConfig(run_dir=run, int8=int8))
+    console.print(*export_tables(exported))
     for problem in (exported.frames_warning(), exported.rejection()):
         if problem is not None:  # the demo goes on with the files that were written
-            err_console.print(f"[yellow]warning:[/] {escape(problem)}", soft_wrap=True)
+            warn(problem)
     console.rule("3/3 classify: onnxruntime only, on fresh demo images")
     images = run / DEMO_IMAGES
-    demo_data.write(images, n_per_class=8, seed=config.seed + 7919, image_size=image_size)
+    demo_data.write(images, n_per_class=8, seed=config.seed + 7919, image_size=config.image_size)
     model = run / EXPORTS_DIR / CLASSIFIER_ONNX
-    classify(paths=[images / label for label in demo_data.CLASSES], model=model)
+    printer = RowPrinter(console, err_console, predictions=True)
+    print_summary(classify(ClassifyConfig(tuple(images / label for label in demo_data.CLASSES),
+                                          model=model),
+                           on_rows=printer.rows, on_start=printer.start), console)
     console.rule("done")
     console.print(
         f"run directory   {run}\n"

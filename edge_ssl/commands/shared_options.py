@@ -1,43 +1,29 @@
-"""Options that several commands share: one definition, one help text.
+"""Options that belong to no stage's config but to several commands: one definition each.
 
-The fine-tune options of `train`, `finetune` and `study`, and `--verbose`. Each is an `Annotated`
-type that a command uses as `head_epochs: HeadEpochs = DEFAULT_HEAD_EPOCHS`; the default stays in
-the command, where `study` differs (a fixed schedule).
+Options that set a config field are declared on the field (edge_ssl/options.py); these say where
+a command writes and what it shows. Each is an `Annotated` type a command uses as
+`runs_dir: RunsDir = Path("runs")`.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from edge_ssl.help_format import OUTPUT, TRAINING
-from edge_ssl.train.config import FinetuneBatchNorm, Schedule
-from edge_ssl.train.layers import CUT_LAYERS
+from edge_ssl.options import OUTPUT
 
-FinetuneEpochs = Annotated[int, typer.Option(
-    metavar="N", rich_help_panel=TRAINING,
-    help="Most fine-tune epochs (every one of them with --schedule fixed).")]
-HeadEpochs = Annotated[int, typer.Option(
-    metavar="N", rich_help_panel=TRAINING,
-    help="SSL fine-tune: epochs that train the new head alone on the frozen backbone (at 10× "
-         "the learning rate) before every layer trains; 0 for none.")]
-FinetuneBatchNormOption = Annotated[FinetuneBatchNorm, typer.Option(
-    "--finetune-batchnorm", metavar="frozen|train", rich_help_panel=TRAINING,
-    help="SSL fine-tune: keep the pretext's BatchNorm statistics, scale and shift (frozen), or "
-         "train them with the other layers (train).")]
-LearningRate = Annotated[float, typer.Option(
-    metavar="LR", rich_help_panel=TRAINING, help="Adam learning rate.")]
-FinetuneSchedule = Annotated[Schedule, typer.Option(
-    metavar="MODE", rich_help_panel=TRAINING,
-    help="Fine-tune: early-stopping on a selection split carved from the labels, or fixed "
-         "(cosine decay, every label trains); auto picks early-stopping when each class gives "
-         "the split at least 50 images.")]
-SelectionFraction = Annotated[float, typer.Option(
-    metavar="F", rich_help_panel=TRAINING,
-    help="Share of each class's labelled images in the selection split.")]
-Cut = Annotated[str, typer.Option(
-    metavar="LAYER", rich_help_panel=TRAINING,
-    help=f"Backbone layer the classifier and the probes are cut at: {', '.join(CUT_LAYERS)}.")]
+RunsDir = Annotated[Path, typer.Option(
+    metavar="DIR", rich_help_panel=OUTPUT, help="Where run directories go.")]
+RunName = Annotated[str | None, typer.Option(
+    metavar="NAME", rich_help_panel=OUTPUT, show_default=False,
+    help="The new run's name; default: a UTC timestamp.")]
+Overwrite = Annotated[bool, typer.Option(
+    "--overwrite", rich_help_panel=OUTPUT, help="Replace an existing run of that name.")]
+Progress = Annotated[bool | None, typer.Option(
+    "--progress/--no-progress", rich_help_panel=OUTPUT, show_default=False,
+    help="Draw a progress bar on the terminal (default: for 256 files or more). Never when "
+         "piped.")]
 Verbose = Annotated[bool, typer.Option(
     "--verbose", rich_help_panel=OUTPUT, help="Show TensorFlow's own log lines.")]
