@@ -19,7 +19,7 @@ from edge_ssl.commands import (
     study,
     train,
 )
-from edge_ssl.help_format import HelpFormat, HelpFormatGroup
+from edge_ssl.commands.help_format import HelpFormat, HelpFormatGroup
 
 app = typer.Typer(
     name="edge-ssl",

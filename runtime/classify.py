@@ -8,6 +8,7 @@ an interrupted job keeps what it finished.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import Counter
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edge_ssl import contract
+from edge_ssl import contract, progress
 from edge_ssl.errors import ConfigError, DataError, InferenceError
 from edge_ssl.images import IMAGE_EXTENSIONS, list_images
 from edge_ssl.options import INPUT, OUTPUT, RUNTIME, option
@@ -35,7 +36,8 @@ from edge_ssl.runtime.output import FORMATS, Failure, Prediction, PredictionWrit
 if TYPE_CHECKING:
     import onnxruntime as ort
 
-ProgressCallback = Callable[[int, int], None]  # (files done, files in the job)
+log = logging.getLogger(__name__)
+
 RowsCallback = Callable[[Sequence[Row]], None]  # one batch's rows, in input order
 
 
@@ -112,16 +114,15 @@ def find_images(paths: Sequence[Path], recursive: bool = False) -> list[Path]:
     return found
 
 
-def classify(config: ClassifyConfig, progress: ProgressCallback | None = None,
-             on_rows: RowsCallback | None = None,
+def classify(config: ClassifyConfig, on_rows: RowsCallback | None = None,
              on_start: Callable[[ClassifyResult, Sequence[Path]], None] | None = None
              ) -> ClassifyResult:
     """Classify every image of `config.paths`, streaming rows to `config.output` when set.
 
     `on_start` is called once the model is open (with the empty result and the files), `on_rows`
-    after each batch, `progress` with (files done, files in the job). On an interruption or an
-    inference error the rows finished so far are in `config.output` before the exception
-    propagates.
+    with each batch's rows, in input order; the count of files done is logged after each batch
+    (edge_ssl.progress). On an interruption or an inference error the rows finished so far are
+    in `config.output` before the exception propagates.
 
     Raises:
         DataError: no image file was found.
@@ -163,8 +164,7 @@ def classify(config: ClassifyConfig, progress: ProgressCallback | None = None,
             if on_rows is not None:
                 on_rows(rows)
             done += len(batch.paths)
-            if progress is not None:
-                progress(done, len(paths))
+            progress.report(log, "classified", done, len(paths))
     finally:
         result.seconds = time.perf_counter() - start
         if writer is not None:

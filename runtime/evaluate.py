@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -20,16 +21,18 @@ from typing import Any
 
 import numpy as np
 
-from edge_ssl import atomic
+from edge_ssl import atomic, progress
 from edge_ssl.errors import ConfigError, DataError
 from edge_ssl.options import DATA, OUTPUT, option, split_commas
 from edge_ssl.runtime import confusion_png
-from edge_ssl.runtime.classify import ProgressCallback, ReadOptions, run
+from edge_ssl.runtime.classify import ReadOptions, run
 from edge_ssl.runtime.decode import batches
 from edge_ssl.runtime.labelled import LabelledImages, find_labelled
 from edge_ssl.runtime.metrics import ClassMetrics, confusion_matrix, macro, per_class
 from edge_ssl.runtime.model import ModelInfo, open_session
 from edge_ssl.stats import Rate
+
+log = logging.getLogger(__name__)
 
 REPORT_FILE = "evaluation.json"
 
@@ -92,7 +95,7 @@ class Evaluation:
     output_dir: Path
 
 
-def evaluate(config: EvaluateConfig, progress: ProgressCallback | None = None) -> Evaluation:
+def evaluate(config: EvaluateConfig) -> Evaluation:
     """Run every model of `config` over the labelled images of `config.data` and write the
     confusion matrices, misclassified files and evaluation.json to the output folder.
 
@@ -148,8 +151,7 @@ def evaluate(config: EvaluateConfig, progress: ProgressCallback | None = None) -
                     timed[i] += len(rows)
             offset += len(batch.paths)
             done += len(batch.paths)
-            if progress is not None:
-                progress(done, total)
+            progress.report(log, "evaluated", done, total)
     if not decoded.any():
         raise DataError(f"none of the {len(data.paths):,} images of {config.data} could be "
                         "read; see the files reported above.")

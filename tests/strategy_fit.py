@@ -38,7 +38,7 @@ def main() -> None:
     from edge_ssl.train import demo_data, pipeline
     from edge_ssl.train.config import Rotations
     from edge_ssl.train.sources import ImageSet
-    from edge_ssl.train.stages import fit_stage
+    from edge_ssl.train.stages import Checkpoints, Recipe, fit_stage
 
     class Stop(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -79,14 +79,14 @@ def main() -> None:
     def fit(callbacks: list[keras.callbacks.Callback]) -> tuple[keras.Model, Any]:
         with cluster.scope():
             model = network()
-            stage = fit_stage(
-                model, train, None, epochs=args.epochs, learning_rate=scaling.learning_rate,
-                patience=1, lr_patience=1, samples_per_batch=source.samples_per_step,
-                history_path=args.out / "history.csv" if cluster.is_chief else None,
-                checkpoint_dir=checkpoints if cluster.is_chief else args.out / f"scratch-{task}",
-                verbose=0, extra_callbacks=callbacks, steps_per_epoch=steps,
-                warmup=(1e-3, scaling.warmup_steps(steps)) if scaling.replicas > 1 else None,
-                restore_from=None if cluster.is_chief else checkpoints)
+            recipe = Recipe(
+                args.epochs, scaling.learning_rate, patience=1, lr_patience=1,
+                warmup=(1e-3, scaling.warmup_steps(steps)) if scaling.replicas > 1 else None)
+            files = (Checkpoints(checkpoints, args.out / "history.csv") if cluster.is_chief
+                     else Checkpoints(args.out / f"scratch-{task}", restore_from=checkpoints))
+            stage = fit_stage(model, train, None, recipe, files,
+                              samples_per_batch=source.samples_per_step, steps_per_epoch=steps,
+                              extra_callbacks=callbacks)
         return model, stage
 
     interrupted = False

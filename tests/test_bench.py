@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from edge_ssl.cli import app
-from edge_ssl.runtime.bench import BenchConfig, BenchReport, BenchResult
 from edge_ssl.runtime.cpu import CpuInfo, cpu_info, parse_cpuinfo
+from edge_ssl.runtime.latency import BenchConfig, BenchReport, BenchResult
 
 X86 = """processor\t: 0
 vendor_id\t: AuthenticAMD

@@ -436,7 +436,7 @@ def test_classify_never_imports_tensorflow(tmp_path: Path, model: Path) -> None:
     good_folder(tmp_path / "imgs")
     code = f"""
 import sys
-import edge_ssl.runtime, edge_ssl.runtime.bench, edge_ssl.runtime.classify
+import edge_ssl.runtime, edge_ssl.runtime.latency, edge_ssl.runtime.classify
 import edge_ssl.commands.render_runtime
 from edge_ssl.cli import main
 sys.argv = ["edge-ssl", "classify", {str(tmp_path / "imgs")!r}, "--model", {str(model)!r}]

@@ -99,15 +99,6 @@ def test_multi_worker_needs_a_usable_tf_config(monkeypatch: pytest.MonkeyPatch) 
         distribute.connect(StrategyName.auto, None)
 
 
-def test_keras_workarounds_apply_only_inside_their_scope() -> None:
-    from keras.src.backend.tensorflow import trainer
-
-    before = (trainer.reduce_per_replica, trainer.TensorFlowTrainer._maybe_symbolic_build)
-    with distribute._keras_multi_worker_fixes():
-        assert trainer.reduce_per_replica is not before[0]
-    assert (trainer.reduce_per_replica, trainer.TensorFlowTrainer._maybe_symbolic_build) == before
-
-
 # Real strategies, on a three-layer network (tests/strategy_fit.py) ----------------------------
 
 STRATEGY_FIT = Path(__file__).with_name("strategy_fit.py")

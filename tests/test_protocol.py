@@ -47,7 +47,7 @@ def test_tiny_imagenet_test_images_never_reach_training_or_selection(
 
 def test_auto_schedule_early_stops_only_with_enough_selection_images() -> None:
     pytest.importorskip("tensorflow")
-    from edge_ssl.train.run import resolve_schedule
+    from edge_ssl.train.finetune_stage import resolve_schedule
 
     config = TrainConfig()
     assert resolve_schedule(config, np.repeat([0, 1], [250, 250])) is Schedule.early_stopping

@@ -13,9 +13,8 @@ tf = pytest.importorskip("tensorflow")
 
 from edge_ssl.train import step_memory  # noqa: E402
 from edge_ssl.train.config import Rotations, TrainConfig  # noqa: E402
-from edge_ssl.train.model import build_model  # noqa: E402
-from edge_ssl.train.run import model_spec  # noqa: E402
-from edge_ssl.train.stages import fit_stage  # noqa: E402
+from edge_ssl.train.model import build_model, model_spec  # noqa: E402
+from edge_ssl.train.stages import Checkpoints, Recipe, fit_stage  # noqa: E402
 
 MB = 10**6
 
@@ -61,10 +60,10 @@ def _fit(tmp: Path, weights: list[np.ndarray], batch: int, accumulation: int,
                               keras.layers.Dense(4, activation="softmax")])
     model.set_weights(weights)
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).repeat()
-    fit_stage(model, data, None, epochs=2, learning_rate=0.05, patience=1, lr_patience=1,
-              samples_per_batch=batch, history_path=None, checkpoint_dir=tmp, verbose=0,
-              extra_callbacks=[Interrupt()] if interrupt else [],
-              steps_per_epoch=32 // batch, accumulation=accumulation)
+    fit_stage(model, data, None,
+              Recipe(2, 0.05, patience=1, lr_patience=1, accumulation=accumulation),
+              Checkpoints(tmp), samples_per_batch=batch, steps_per_epoch=32 // batch,
+              extra_callbacks=[Interrupt()] if interrupt else [])
     return model
 
 

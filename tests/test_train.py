@@ -17,7 +17,9 @@ from edge_ssl import contract as C  # noqa: E402
 from edge_ssl.errors import TrainingError  # noqa: E402
 from edge_ssl.rundir import create_run_dir  # noqa: E402
 from edge_ssl.train.config import TrainConfig  # noqa: E402
-from edge_ssl.train.run import keras_verbosity, rotation_rate, train  # noqa: E402
+from edge_ssl.train.environment import keras_verbosity  # noqa: E402
+from edge_ssl.train.pretext_stage import rotation_rate  # noqa: E402
+from edge_ssl.train.run import train  # noqa: E402
 
 TINY = dict(demo_per_class=8, image_size=32, width=0.35, batch_size=8)
 
@@ -158,7 +160,7 @@ class Rates(keras.callbacks.Callback):
 @pytest.mark.parametrize("cosine", [False, True])
 def test_pretext_learning_rate_decays_over_the_epochs_only_with_cosine(
         tmp_path: Path, cosine: bool) -> None:
-    from edge_ssl.train.stages import cosine_learning_rate, fit_stage
+    from edge_ssl.train.stages import Checkpoints, Recipe, cosine_learning_rate, fit_stage
 
     tf = pytest.importorskip("tensorflow")
     rng = np.random.default_rng(0)
@@ -166,9 +168,8 @@ def test_pretext_learning_rate_decays_over_the_epochs_only_with_cosine(
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, activation="softmax")])
     rates = Rates()
-    fit_stage(model, data, data, epochs=4, learning_rate=0.01, patience=10, lr_patience=10,
-              samples_per_batch=8, history_path=None, checkpoint_dir=tmp_path, verbose=0,
-              extra_callbacks=[rates], cosine=cosine)
+    fit_stage(model, data, data, Recipe(4, 0.01, patience=10, lr_patience=10, cosine=cosine),
+              Checkpoints(tmp_path), samples_per_batch=8, extra_callbacks=[rates])
     expected = [cosine_learning_rate(0.01, e, 4) if cosine else 0.01 for e in range(4)]
     np.testing.assert_allclose(rates.rates, expected, rtol=1e-5)
     assert (rates.rates[-1] < 1e-3) is cosine

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ import keras
 import tensorflow as tf
 
 from edge_ssl.errors import ConfigError, TrainingError
+from edge_ssl.train import keras_multi_worker
 from edge_ssl.train.config import StrategyName
 
 TF_CONFIG = "TF_CONFIG"
@@ -45,7 +46,7 @@ class Cluster:
         """Build, compile and fit models inside this: variables and the optimizer are mirrored."""
         with self.strategy.scope():
             if self.name is StrategyName.multi_worker:
-                with _keras_multi_worker_fixes():
+                with keras_multi_worker.fixes():
                     yield
             else:
                 yield
@@ -128,7 +129,7 @@ class WarmUp(keras.callbacks.Callback):
 def configure_devices(cpu_replicas: int | None) -> None:
     """Split a GPU-less machine's CPU into `cpu_replicas` logical devices for MirroredStrategy,
     before TensorFlow starts its runtime. (GPU memory growth is set when a command imports
-    TensorFlow: edge_ssl.quiet.)
+    TensorFlow: edge_ssl.start_tensorflow.)
 
     Raises:
         ConfigError: `cpu_replicas` on a machine with GPUs, or after TensorFlow has started.
@@ -222,44 +223,3 @@ def raise_worker_failure(exc: BaseException, resume_hint: str) -> None:
             "abort", "unavailable", "connect", "peer", "socket"))), type(exc).__name__)
         raise TrainingError(f"another worker of the multi-worker job stopped ({reason[:200]}); "
                             f"start every worker again with {resume_hint}.") from None
-
-
-@contextlib.contextmanager
-def _keras_multi_worker_fixes() -> Iterator[None]:
-    """Work around two failures of Keras 3's TensorFlow trainer under MultiWorkerMirroredStrategy
-    (seen with Keras 3.15 and TensorFlow 2.21): `fit` reduces the first data batch with a nested
-    `strategy.reduce`, which the collective strategy cannot do, and reduces each step's scalar
-    logs over axis 0, which scalars do not have. Both only produce logs and a symbolic build;
-    here the logs are averaged over replicas (axis=None) and the build happens when the train
-    function is traced, as Keras does without a strategy. Training itself is untouched.
-    Applied only around multi-worker training, and restored afterwards.
-    """
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
-    original_reduce = getattr(tf_trainer, "reduce_per_replica", None)
-    original_build = getattr(tf_trainer.TensorFlowTrainer, "_maybe_symbolic_build", None)
-    if original_reduce is None or original_build is None:
-        raise TrainingError(f"multi-worker training needs the Keras 3 internals it works "
-                            f"around (found Keras {keras.__version__}); use --strategy mirrored "
-                            "on one machine.")
-    reduce: Callable[..., Any] = original_reduce
-
-    def reduce_per_replica(values: Any, strategy: tf.distribute.Strategy,
-                           reduction: str) -> Any:
-        if reduction not in ("auto", "mean"):
-            return reduce(values, strategy, reduction)
-        return tf.nest.map_structure(
-            lambda v: strategy.reduce("MEAN", v, axis=None)
-            if isinstance(v, tf.distribute.DistributedValues) else v, values)
-
-    def symbolic_build_when_traced(self: Any, iterator: Any = None,
-                                   data_batch: Any = None) -> None:
-        return None
-
-    tf_trainer.reduce_per_replica = reduce_per_replica
-    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = symbolic_build_when_traced
-    try:
-        yield
-    finally:
-        tf_trainer.reduce_per_replica = original_reduce
-        tf_trainer.TensorFlowTrainer._maybe_symbolic_build = original_build

@@ -17,8 +17,8 @@ import numpy as np
 
 from edge_ssl import contract as C
 from edge_ssl.atomic import write_json, write_with
-from edge_ssl.train import methods, pipeline, plots
 from edge_ssl.train import method_names as names
+from edge_ssl.train import methods, pipeline, plots
 from edge_ssl.train.artifacts import HISTORY_FILES, MODEL_FILES, TEST_SETS, stage_json
 from edge_ssl.train.config import (
     MIN_SELECTION_PER_CLASS,

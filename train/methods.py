@@ -39,7 +39,7 @@ from edge_ssl.train.model import (
     predict,
     recompute_batchnorm_statistics,
 )
-from edge_ssl.train.stages import StageResult, fit_stage
+from edge_ssl.train.stages import Checkpoints, Recipe, StageResult, fit_stage
 
 HEAD_LR_FACTOR = 10  # the head-only epochs train a linear layer from scratch: a larger step
 
@@ -161,6 +161,8 @@ def train_network(method: str, source: keras.Model, data: Labelled, settings: Fi
     for the from-scratch baseline) and measure it on the test images; `source` is not changed.
     `resumable`: back up after every epoch so that an interrupted fit goes on (see fit_stage)."""
     keras.utils.set_random_seed(settings.seed)
+    recipe = Recipe(settings.epochs, settings.learning_rate, settings.patience,
+                    settings.lr_patience)
     model = build_classifier(copy_model(source), settings.cut_for(method), data.num_classes,
                              freeze_backbone=settings.frozen(method))
     train = pipeline.labelled_train_dataset(data.fit, settings.batch_size, settings.seed,
@@ -172,12 +174,11 @@ def train_network(method: str, source: keras.Model, data: Labelled, settings: Fi
         # the pretext learned; a head fitted first leaves the backbone a gentler start (LP-FT).
         backbone = model.get_layer(BACKBONE_NAME)
         backbone.trainable = False  # and its BatchNorm in inference mode (Keras 3)
-        fit_stage(model, train, None, epochs=settings.head_epochs,
-                  learning_rate=settings.learning_rate * HEAD_LR_FACTOR, patience=settings.patience,
-                  lr_patience=settings.lr_patience, samples_per_batch=settings.batch_size,
-                  history_path=None, checkpoint_dir=checkpoint_dir / "head",
-                  verbose=0, extra_callbacks=extra_callbacks,  # seconds; the stage line says it
-                  resumable=resumable)
+        head = replace(recipe, epochs=settings.head_epochs,
+                       learning_rate=settings.learning_rate * HEAD_LR_FACTOR)
+        fit_stage(model, train, None, head,
+                  Checkpoints(checkpoint_dir / "head", resumable=resumable),
+                  samples_per_batch=settings.batch_size, extra_callbacks=extra_callbacks)
         backbone.trainable = True
     if settings.batchnorm_frozen(method):
         # Batch statistics of a few labelled images are noisy and pull the layers away from
@@ -186,11 +187,10 @@ def train_network(method: str, source: keras.Model, data: Labelled, settings: Fi
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
     stage = fit_stage(
-        model, train, selection, epochs=settings.epochs, learning_rate=settings.learning_rate,
-        patience=settings.patience, lr_patience=settings.lr_patience,
-        samples_per_batch=settings.batch_size, history_path=history_path,
-        checkpoint_dir=checkpoint_dir, verbose=settings.verbose,
-        extra_callbacks=extra_callbacks, resumable=resumable)
+        model, train, selection, recipe,
+        Checkpoints(checkpoint_dir, history_path, resumable=resumable),
+        samples_per_batch=settings.batch_size, verbose=settings.verbose,
+        extra_callbacks=extra_callbacks)
     fit_pixels, _ = fit_arrays(data)
     # Shuffled so that every batch mixes the classes, as the training batches did.
     fit_pixels = fit_pixels[np.random.default_rng(settings.seed).permutation(len(fit_pixels))]
@@ -205,29 +205,37 @@ def predict_classes(model: keras.Model, pixels: np.ndarray) -> np.ndarray:
     return predict(model, pixels).argmax(1)
 
 
+def measure(method: str, pretext: keras.Model, spec: ModelSpec, data: Labelled,
+            settings: FitSettings, history_path: Path, checkpoint_dir: Path,
+            extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+            resumable: bool = True) -> MethodResult:
+    """`method` on `data`: the SSL methods start from `pretext`, the baselines from a random
+    initialisation of `spec` (seeded). A network method trains with `train_network`."""
+    if method == COLOUR:
+        return colour_floor(data)
+    if method == SSL_PROBE:
+        return probe_backbone(method, pretext, settings.cut, data)
+    if method == RANDOM_PROBE:
+        return probe_backbone(method, random_init_network(spec, settings.seed + 1), settings.cut,
+                              data)
+    source = pretext if method == SSL_FINETUNE else random_init_network(spec, settings.seed + 1)
+    return train_network(method, source, data, settings, history_path, checkpoint_dir,
+                         extra_callbacks, resumable)
+
+
 def run_in_memory(methods: Sequence[str], pretext: keras.Model, spec: ModelSpec,
                   data: Labelled, settings: FitSettings) -> dict[str, MethodResult]:
     """Every method of `methods` on `data`, for a study cell: nothing is written to disk but
-    Keras' own scratch files, in a temporary folder."""
+    Keras' own scratch files, in a temporary folder. A study redoes an interrupted cell whole,
+    so no network backs up after each epoch."""
     results: dict[str, MethodResult] = {}
     scratch_dir = Path(tempfile.mkdtemp(prefix="edge-ssl-cell-"))
     try:
         for method in methods:
-            if method == COLOUR:
-                results[method] = colour_floor(data)
-            elif method == SSL_PROBE:
-                results[method] = probe_backbone(method, pretext, settings.cut, data)
-            elif method == RANDOM_PROBE:
-                results[method] = probe_backbone(
-                    method, random_init_network(spec, settings.seed + 1), settings.cut, data)
-            else:
-                source = (pretext if method == SSL_FINETUNE
-                          else random_init_network(spec, settings.seed + 1))
-                # A study redoes an interrupted cell whole: no per-epoch backup to resume from.
-                result = train_network(method, source, data, settings,
-                                       scratch_dir / f"{method}.csv", scratch_dir / method,
-                                       resumable=False)
-                results[method] = replace(result, model=None)
+            result = measure(method, pretext, spec, data, settings,
+                             scratch_dir / f"{method}.csv", scratch_dir / method,
+                             resumable=False)
+            results[method] = replace(result, model=None)
     finally:
         shutil.rmtree(scratch_dir, ignore_errors=True)
     return results

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from edge_ssl.errors import ModelError
-from edge_ssl.train.config import DEFAULT_BN_MOMENTUM_RANDOM
+from edge_ssl.train.config import DEFAULT_BN_MOMENTUM_RANDOM, TrainConfig
 
 # Rescaling: [0, 1] as in the study for random initialisation, [-1, 1] for ImageNet weights.
 RESCALE_UNIT = {"scale": 1.0 / 255.0, "offset": 0.0}
@@ -65,11 +65,11 @@ class Preprocess(keras.layers.Layer):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What it takes to build the network; stored in config.json through TrainConfig."""
+    """What it takes to build the network, taken from a TrainConfig (`model_spec`)."""
 
-    image_size: int = 64
-    width: float = 1.0
-    bn_momentum: float = 0.9
+    image_size: int
+    width: float
+    bn_momentum: float = DEFAULT_BN_MOMENTUM_RANDOM
     backbone_weights: Path | None = None
     # False: the same architecture and preprocessing as with the weights file, but random init
     # (the from-scratch baseline of a run that starts from ImageNet weights).
@@ -81,6 +81,19 @@ class ModelSpec:
     @property
     def rescale(self) -> dict[str, float]:
         return RESCALE_SYMMETRIC if self.backbone_weights else RESCALE_UNIT
+
+
+def model_spec(config: TrainConfig) -> ModelSpec:
+    """The network a run trains, as its options describe it."""
+    return ModelSpec(config.image_size, config.width, config.effective_bn_momentum,
+                     config.backbone_weights, top=config.pretext_top)
+
+
+def scratch_spec(config: TrainConfig) -> ModelSpec:
+    """The from-scratch baselines' network: the run's architecture and preprocessing, never
+    loaded weights, and the random-init BatchNorm momentum unless one was given."""
+    return replace(model_spec(config), load_weights=False,
+                   bn_momentum=config.bn_momentum or DEFAULT_BN_MOMENTUM_RANDOM)
 
 
 def build_backbone(spec: ModelSpec) -> keras.Model:

@@ -12,6 +12,7 @@ mixes them further each epoch.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,11 +22,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from edge_ssl.console import err_console
 from edge_ssl.errors import DataError, ImageDecodeError
 from edge_ssl.images import load_rgb
 from edge_ssl.train.config import Rotations
 from edge_ssl.train.sources import ImageSet
+
+log = logging.getLogger(__name__)
 
 AUTOTUNE = tf.data.AUTOTUNE
 NUM_ROTATIONS = 4
@@ -41,7 +43,7 @@ class SkippedFiles:
 
     def __call__(self, message: str) -> None:
         self.messages.append(message)
-        err_console.print(f"[yellow]warning:[/] skipped {message}", soft_wrap=True)
+        log.warning("skipped %s", message)
 
 
 def decode_eagerly(images: ImageSet, size: int, skipped: SkippedFiles,
@@ -71,6 +73,15 @@ def decode_eagerly(images: ImageSet, size: int, skipped: SkippedFiles,
                         "check the files reported above.")
     labels = images.labels[ok] if images.labels is not None else None
     return (pixels if ok.all() else pixels[ok]), labels
+
+
+def decode_labelled(images: ImageSet, size: int, skipped: SkippedFiles,
+                    what: str) -> tuple[np.ndarray, np.ndarray]:
+    """`decode_eagerly` for a set that carries labels (training, selection or test images)."""
+    pixels, labels = decode_eagerly(images, size, skipped, what)
+    if labels is None:
+        raise TypeError(f"the {what} images carry no labels")
+    return pixels, labels
 
 
 def image_bytes(size: int) -> int:

@@ -33,6 +33,14 @@ class StageResult:
     wall_seconds: float
     diverged: bool
 
+    def raise_if_diverged(self, stage: str, path: Path) -> None:
+        """TrainingError, naming `stage` and the weights kept in `path`, if the loss went NaN."""
+        if self.diverged:
+            raise TrainingError(
+                f"{stage}: the loss became NaN; training stopped and the weights of epoch "
+                f"{self.best_epoch} were kept in {path}. Lower --learning-rate and start a new "
+                "run.")
+
 
 class Throughput(keras.callbacks.Callback):
     """Training samples per second of each epoch, timed from the end of its first batch (which
@@ -80,82 +88,112 @@ class Throughput(keras.callbacks.Callback):
         return self.rates[0] if self.rates else 0.0
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """How long and how fast a stage trains, and what decides when it stops.
+
+    Attributes:
+        epochs: the most epochs (all of them with a fixed schedule).
+        learning_rate: Adam's rate (the peak, after any warm-up).
+        patience: EarlyStopping's, on the selection accuracy.
+        lr_patience: ReduceLROnPlateau's, on the selection loss.
+        cosine: cosine decay in ReduceLROnPlateau's place also when a selection set stops early.
+        warmup: (starting rate, updates) of a linear warm-up to `learning_rate`.
+        accumulation: micro-batches whose gradients the optimizer averages into one update.
+    """
+
+    epochs: int
+    learning_rate: float
+    patience: int
+    lr_patience: int
+    cosine: bool = False
+    warmup: tuple[float, int] | None = None
+    accumulation: int = 1
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """Where a stage keeps what lets it resume, and where its CSV log ends up.
+
+    Attributes:
+        folder: the stage's backup and CSV log while it trains.
+        history: where the CSV log is copied at the end (None: nowhere).
+        restore_from: on a worker that is not the chief, the chief's folder to resume from.
+        resumable: back up after every epoch; a study cell, redone whole when a study resumes,
+            saves the quarter of its time the backup costs.
+    """
+
+    folder: Path
+    history: Path | None = None
+    restore_from: Path | None = None
+    resumable: bool = True
+
+
 def fit_stage(
     model: keras.Model,
     train: tf.data.Dataset,
     selection: tf.data.Dataset | None,
+    recipe: Recipe,
+    checkpoints: Checkpoints,
     *,
-    epochs: int,
-    learning_rate: float,
-    patience: int,
-    lr_patience: int,
     samples_per_batch: int,
-    history_path: Path | None,
-    checkpoint_dir: Path,
-    verbose: int,
+    steps_per_epoch: int | None = None,
+    verbose: int = 0,
     monitors: Sequence[keras.callbacks.Callback] = (),
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
-    steps_per_epoch: int | None = None,
-    warmup: tuple[float, int] | None = None,
-    restore_from: Path | None = None,
-    accumulation: int = 1,
-    cosine: bool = False,
-    resumable: bool = True,
 ) -> StageResult:
-    """Compile and fit `model`, resuming from `checkpoint_dir` if an earlier fit was cut short.
+    """Compile and fit `model`, resuming from `checkpoints` if an earlier fit was cut short.
 
     Call it inside the strategy's scope for distributed training, with `train` a distributed
-    dataset, `steps_per_epoch` its steps per epoch (it repeats endlessly), `warmup` the
-    (starting learning rate, steps) of the linear warm-up to `learning_rate`, and, on a worker
-    that is not the chief, `restore_from` the chief's checkpoint folder: every worker resumes
-    from the chief's backup (a shared file system), and writes its own only to `checkpoint_dir`.
-    With `accumulation` > 1, `train`'s batches are micro-batches: the optimizer averages the
-    gradients of that many before each update (`steps_per_epoch` counts micro-batches, a
-    multiple of it, and `warmup` counts updates).
+    dataset and `steps_per_epoch` its steps per epoch (it repeats endlessly). Every worker
+    resumes from the chief's backup (a shared file system), and writes its own only to its
+    `checkpoints.folder`. With `recipe.accumulation` > 1, `train`'s batches are micro-batches
+    (`steps_per_epoch` counts micro-batches, a multiple of it; the warm-up counts updates).
 
     With a `selection` set, EarlyStopping (best weights restored) and ReduceLROnPlateau watch it;
-    without one the schedule is fixed: cosine decay over `epochs`, by epoch so that a resumed
-    run continues the same curve, and the last epoch's weights are kept. `cosine` puts the
-    cosine decay in ReduceLROnPlateau's place also when a `selection` set early-stops.
-    With `resumable` False no backup is written: a study cell, which is redone whole when a study
-    resumes, saves the quarter of its time that the backup after every epoch costs.
-    `monitors` add their own columns to the CSV log, so they run before it. The Keras CSV log
-    lives in the checkpoint folder while training (appended epoch by epoch, it survives an
-    interruption) and is copied atomically to `history_path` at the end.
+    without one the schedule is fixed: cosine decay over the epochs, by epoch so that a resumed
+    run continues the same curve, and the last epoch's weights are kept. `monitors` add their
+    own columns to the CSV log, so they run before it. The Keras CSV log lives in the checkpoint
+    folder while training (appended epoch by epoch, it survives an interruption) and is copied
+    atomically to `checkpoints.history` at the end.
 
     Raises:
         TrainingError: the loss became NaN and no finite weights are left to keep.
     """
+    epochs, learning_rate, accumulation = recipe.epochs, recipe.learning_rate, recipe.accumulation
     model.compile(
         optimizer=keras.optimizers.Adam(
             learning_rate, gradient_accumulation_steps=accumulation if accumulation > 1 else None),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    backup = checkpoint_dir / "backup"
+    checkpoints.folder.mkdir(parents=True, exist_ok=True)
+    backup = checkpoints.folder / "backup"
+    restore_from = checkpoints.restore_from
     if restore_from is not None and (restore_from / "backup").is_dir():
         shutil.copytree(restore_from / "backup", backup, dirs_exist_ok=True)
-    log_path = checkpoint_dir / "history.csv"
+    log_path = checkpoints.folder / "history.csv"
     throughput = Throughput(samples_per_batch)
     early = None
     schedule: list[keras.callbacks.Callback] = []
     if selection is not None:
         early = keras.callbacks.EarlyStopping(
-            monitor="val_accuracy", patience=patience, restore_best_weights=True, verbose=0)
+            monitor="val_accuracy", patience=recipe.patience, restore_best_weights=True,
+            verbose=0)
         schedule.append(early)
-    if selection is None or cosine:
+    if selection is None or recipe.cosine:
         schedule.append(keras.callbacks.LearningRateScheduler(
             lambda epoch: cosine_learning_rate(learning_rate, epoch, epochs)))
     else:
         schedule.append(keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=0.5, patience=lr_patience, verbose=0))
-    if warmup is not None:
-        start_rate, warmup_steps = warmup
+            monitor="val_loss", factor=0.5, patience=recipe.lr_patience, verbose=0))
+    if recipe.warmup is not None:
+        start_rate, warmup_steps = recipe.warmup
         schedule.append(WarmUp(start_rate, learning_rate, warmup_steps, accumulation))
     callbacks = [
         *([keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False,
-                                            double_checkpoint=True)] if resumable else []),
+                                            double_checkpoint=True)]
+          if checkpoints.resumable else []),
         keras.callbacks.TerminateOnNaN(),
         *schedule,
         *monitors,
@@ -180,8 +218,8 @@ def fit_stage(
                             "saved. Lower --learning-rate and start a new run.")
     selection_accuracy = (float(model.evaluate(selection, verbose=0)[1])
                           if selection is not None else None)
-    if log_path.exists() and history_path is not None:
-        write_with(history_path, lambda tmp: shutil.copyfile(log_path, tmp))
+    if log_path.exists() and checkpoints.history is not None:
+        write_with(checkpoints.history, lambda tmp: shutil.copyfile(log_path, tmp))
     return StageResult(
         schedule="early-stopping" if selection is not None else "fixed",
         selection_accuracy=selection_accuracy,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,8 @@ from edge_ssl.train.method_names import (
     TITLES,
 )
 from edge_ssl.train.sources import ImageSet, split_selection
+
+log = logging.getLogger(__name__)
 
 STUDIES_DIR = "studies"
 STUDY_CONFIG = "study_config.json"
@@ -151,15 +153,14 @@ def prepare(config: StudyConfig, out: Path, overwrite: bool, resume: bool) -> St
     return config
 
 
-def run_study(config: StudyConfig, out: Path,
-              log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+def run_study(config: StudyConfig, out: Path) -> dict[str, Any]:
     """Run every missing cell of the study into `out`; returns study.json's content."""
     import keras
 
     from edge_ssl import contract as C
     from edge_ssl.train import methods, pipeline, plots
-    from edge_ssl.train.model import load_model
-    from edge_ssl.train.run import TEST_SETS, scratch_spec
+    from edge_ssl.train.artifacts import TEST_SETS
+    from edge_ssl.train.model import load_model, scratch_spec
     from edge_ssl.train.sources import load_source
 
     run_config = load_run_config(config.run)
@@ -208,7 +209,7 @@ def run_study(config: StudyConfig, out: Path,
             study["summary"] = summarise(cells, config.methods)
             study["margins"] = margins(study["summary"])
             write_json(out / STUDY_FILE, study)
-            log(_cell_line(cell))
+            log.info(_cell_line(cell))
             keras.utils.clear_session()
     study["summary"] = summarise(cells, config.methods)
     study["margins"] = margins(study["summary"])

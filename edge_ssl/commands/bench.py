@@ -11,7 +11,7 @@ from edge_ssl.commands.config_options import config_options
 from edge_ssl.console import console, user_errors
 from edge_ssl.errors import EdgeSslError
 from edge_ssl.options import OUTPUT
-from edge_ssl.runtime.bench import BenchConfig
+from edge_ssl.runtime.latency import BenchConfig
 
 
 @user_errors
@@ -27,7 +27,7 @@ def bench(
 
     from edge_ssl import atomic
     from edge_ssl.commands.render_runtime import bench_tables
-    from edge_ssl.runtime.bench import bench as run
+    from edge_ssl.runtime.latency import bench as run
 
     config = BenchConfig(**options)
     with console.status("timing…"):

@@ -56,8 +56,8 @@ def classify(options: dict[str, Any], progress: Progress = None) -> None:
     output = config.output
     printer = report.RowPrinter(console, err_console, predictions=output is None)
     try:
-        with _sigterm_as_interrupt(), report.progress_bar(err_console, progress) as bar:
-            result = run(config, bar, on_rows=printer.rows, on_start=printer.start)
+        with _sigterm_as_interrupt(), report.progress_bar(err_console, progress):
+            result = run(config, on_rows=printer.rows, on_start=printer.start)
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, _Terminated)
         kept = (f"; {printer.seen:,} finished rows are in {escape(str(output))}"

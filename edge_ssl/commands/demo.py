@@ -39,15 +39,15 @@ def demo(
     from edge_ssl.commands.render_training import export_tables
     from edge_ssl.contract import CLASSIFIER_ONNX, EXPORTS_DIR
     from edge_ssl.export.config import ExportConfig
-    from edge_ssl.quiet import import_tensorflow
     from edge_ssl.rundir import create_run_dir
     from edge_ssl.runtime.classify import ClassifyConfig, classify
+    from edge_ssl.start_tensorflow import start_tensorflow
     from edge_ssl.train import demo_data
 
     config = TrainConfig(**options)
     run = create_run_dir(runs_dir, name, overwrite, resumable=False)
     console.rule("1/3 train: rotation pretext, then fine-tune (duck vs fish)")
-    import_tensorflow(verbose)
+    start_tensorflow(verbose)
     from edge_ssl.export.pipeline import export_run
     from edge_ssl.train.run import train
 

@@ -30,8 +30,8 @@ def evaluate(options: dict[str, Any], progress: Progress = None) -> None:
     from edge_ssl.runtime.evaluate import evaluate as run
 
     config = EvaluateConfig(**options)
-    with report.progress_bar(err_console, progress, "evaluating") as bar:
-        result = run(config, bar)
+    with report.progress_bar(err_console, progress, "evaluating"):
+        result = run(config)
     for path, reason in result.failures.items():
         err_console.print(f"[yellow]skipped[/] {escape(f'{path}: {reason}')}", soft_wrap=True)
     console.print(*report.evaluation_tables(result))

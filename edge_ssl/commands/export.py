@@ -26,10 +26,10 @@ def export(options: dict[str, Any], verbose: Annotated[bool, typer.Option(
     An INT8 or FP16 variant that misses its gate is not written; the FP32 files are.
     Exit status: 0 all written, 1 nothing written, 2 usage error, 3 a variant left out.
     """
-    from edge_ssl.quiet import import_tensorflow
+    from edge_ssl.start_tensorflow import start_tensorflow
 
     config = ExportConfig(**options)
-    import_tensorflow(verbose)
+    start_tensorflow(verbose)
     from edge_ssl.export.pipeline import export_run
 
     with spinner("exporting"):

@@ -43,8 +43,8 @@ def finetune(
     """
     from edge_ssl.contract import PRETEXT_MODEL
     from edge_ssl.errors import RunDirError
-    from edge_ssl.quiet import import_tensorflow
     from edge_ssl.rundir import create_run_dir, new_run_name, resolve_run
+    from edge_ssl.start_tensorflow import start_tensorflow
     from edge_ssl.train.sources import load_source
 
     pretext_run = resolve_run(run)
@@ -60,7 +60,7 @@ def finetune(
     source = load_source(config)  # bad data fails before a run directory is created
     new_run = create_run_dir(runs_dir, name or new_run_name(), overwrite)
     console.print(f"Run directory: {new_run} (pretext from {pretext_run})")
-    import_tensorflow(verbose)
+    start_tensorflow(verbose)
     from edge_ssl.train.run import train as run_training
 
     report = run_training(config, new_run, source=source)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,19 +14,35 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from rich.table import Table
 
 from edge_ssl import contract
-from edge_ssl.runtime.bench import BenchReport
-from edge_ssl.runtime.classify import ClassifyResult, ProgressCallback
+from edge_ssl.console import LOGGER
+from edge_ssl.progress import PROGRESS
+from edge_ssl.runtime.classify import ClassifyResult
 from edge_ssl.runtime.evaluate import Evaluation
+from edge_ssl.runtime.latency import BenchReport
 from edge_ssl.runtime.metrics import macro
 from edge_ssl.runtime.output import Failure, Prediction, Row
 
 PROGRESS_FROM = 256  # files; smaller jobs are done before a bar is worth drawing
 
 
+class _ProgressRecords(logging.Handler):
+    """Passes the counts the stages log (edge_ssl.progress) to a bar's update function."""
+
+    def __init__(self, update: Callable[[int, int], None]) -> None:
+        super().__init__(logging.DEBUG)
+        self.update = update
+
+    def emit(self, record: logging.LogRecord) -> None:
+        counts = getattr(record, PROGRESS, None)
+        if counts is not None:
+            self.update(*counts)
+
+
 @contextmanager
 def progress_bar(console: Console, show: bool | None = None,
-                 what: str = "classifying") -> Iterator[ProgressCallback]:
-    """A progress callback that draws a bar on `console` when it is a terminal.
+                 what: str = "classifying") -> Iterator[Callable[[int, int], None]]:
+    """Draw the counts the stages log as a bar on `console` when it is a terminal; yields the
+    bar's update function, `update(done, total)`.
 
     `show`: True for every job, None for jobs of PROGRESS_FROM files or more, False never.
     Piped or redirected output never gets a bar.
@@ -43,9 +60,15 @@ def progress_bar(console: Console, show: bool | None = None,
             bar.start()
         bar.update(bar.task_ids[0], completed=done)
 
+    logger = logging.getLogger(LOGGER)
+    records, level = _ProgressRecords(update), logger.level
+    logger.addHandler(records)
+    logger.setLevel(logging.DEBUG)  # progress records are DEBUG; the line printer takes INFO
     try:
         yield update
     finally:
+        logger.removeHandler(records)
+        logger.setLevel(level)
         if bar is not None:
             bar.stop()
 

@@ -38,8 +38,8 @@ def study(
     labels and test images; writes study.json and label_efficiency.png under RUN/studies/NAME/."""
     from edge_ssl.contract import PRETEXT_MODEL
     from edge_ssl.errors import RunDirError
-    from edge_ssl.quiet import import_tensorflow
     from edge_ssl.rundir import resolve_run
+    from edge_ssl.start_tensorflow import start_tensorflow
     from edge_ssl.train.study import (
         STUDY_FILE,
         STUDY_PNG,
@@ -57,7 +57,7 @@ def study(
     out = study_dir(pretext_run, name or "-".join(config.classes) or "default")
     config = prepare(config, out, overwrite=overwrite, resume=resume)
     console.print(f"Study folder: {out}")
-    import_tensorflow(verbose)
-    result = run_study(config, out, log=console.print)
+    start_tensorflow(verbose)
+    result = run_study(config, out)
     print_study(result)
     console.print(f"Wrote {out / STUDY_FILE} and {out / STUDY_PNG}")

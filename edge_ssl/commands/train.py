@@ -41,7 +41,7 @@ def train(
     verbose: Verbose = False,
 ) -> None:
     """Pretrain MobileNetV2 by rotation prediction, then fine-tune it into a classifier."""
-    from edge_ssl.quiet import import_tensorflow
+    from edge_ssl.start_tensorflow import start_tensorflow
 
     if resume is not None:
         given = [p.opts[0] for p in ctx.command.params if p.name not in ("resume", "verbose")
@@ -62,7 +62,7 @@ def train(
     if resume is None:
         source = load_source(config)  # bad data fails before a run directory is created
         run = runs_dir / (name or new_run_name())
-    import_tensorflow(verbose)
+    start_tensorflow(verbose)
     from edge_ssl.train.distribute import connect
     from edge_ssl.train.run import train as run_training
 

@@ -1,4 +1,4 @@
-"""`--help` that reads in an 80-column terminal and in a pipe.
+"""`--help` that reads in an 80-column terminal and in a pipe: the CLI's one adaptation of typer.
 
 Typer's own help names types the Python way (`<list[Path]>`, `{paths}...`, `<bool>`); the long
 ones widen the type column until rich cuts the option names beside it short with an ellipsis,
@@ -10,12 +10,10 @@ shows arguments and flags the way Unix help pages do: `PATH...`, `[RUN]`, and a 
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from typer import Context
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
-
-if TYPE_CHECKING:
-    from typer._click import Context  # the base class typer's own methods are typed with
 
 
 class _Argument(TyperArgument):
@@ -68,12 +66,3 @@ class HelpFormatGroup(TyperGroup):
         if option is not None:
             option.metavar = ""
         return option
-
-
-# Panels that group a command's options in its help, shown in the order options first use them.
-INPUT = "Input"
-DATA = "Data"
-MODEL = "Model"
-TRAINING = "Training"
-RUNTIME = "Runtime"
-OUTPUT = "Output"

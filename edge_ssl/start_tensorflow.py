@@ -26,7 +26,7 @@ def _stderr_fd_silenced() -> Iterator[None]:
         os.close(devnull)
 
 
-def import_tensorflow(verbose: bool = False) -> None:
+def start_tensorflow(verbose: bool = False) -> None:
     """Import TensorFlow and Keras once, quietly unless `verbose`."""
     if "tensorflow" in sys.modules:
         return
