@@ -64,10 +64,10 @@ class Int8Quantizer:
     """Static QDQ INT8 of one FP32 model, as often as the fallback needs, prepared once.
 
     uint8 activations, int8 per-channel weights, MinMax calibration. quant_pre_process first
-    folds BatchNorm and infers shapes (it needs sympy; without it the folding is skipped and INT8
-    runs 3× slower). The final Softmax stays float: quantized, the probabilities would come in
-    steps of 1/255, not sum to 1, and tie where FP32 does not. Use as a context manager: it
-    works in a temporary folder.
+    folds BatchNorm and infers shapes (it needs sympy; without it the folding is skipped and
+    INT8 runs several times slower). The final Softmax stays float: quantized, the probabilities
+    would come in steps of 1/255, not sum to 1, and tie where FP32 does not. Use as a context
+    manager: it works in a temporary folder.
 
     Raises:
         ExportError: onnxruntime's tools failed.

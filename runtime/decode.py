@@ -61,8 +61,9 @@ def decode_in_order(paths: Sequence[Path], size: int, workers: int, ahead: int
                     ) -> Iterator[tuple[Path, np.ndarray | str]]:
     """Decode `paths` in order, about `ahead` files in flight, on up to `workers` threads.
 
-    Files go to the threads in chunks: one task per file costs ~15 µs of locking and thread
-    wake-ups, a tenth of decoding a small JPEG.
+    Files go to the threads in chunks: one task per file costs locking and thread wake-ups
+    comparable to decoding a small JPEG (docs/benchmarks.md, "How `classify` keeps inference
+    fed").
     """
     chunks = (paths[i:i + DECODE_CHUNK] for i in range(0, len(paths), DECODE_CHUNK))
     decoder = _Decoder(size, workers)
@@ -82,9 +83,9 @@ def decode_in_order(paths: Sequence[Path], size: int, workers: int, ahead: int
 class _Decoder:
     """Decoding threads, as few as keep inference fed.
 
-    On the CPU inference wants every core, and a decoding thread that is not needed costs it:
-    with two decoders instead of one, classify ran a quarter slower on 2 cores (GIL hand-offs,
-    preempted intra-op threads). So decoding starts on one thread, and one more joins, up to
+    On the CPU inference wants every core, and a decoding thread that is not needed costs it
+    (GIL hand-offs, preempted intra-op threads; measured in docs/benchmarks.md). So decoding
+    starts on one thread, and one more joins, up to
     `max_threads`, whenever inference spent over a tenth of the time waiting for pixels (large
     photos, or a GPU doing the inference).
     """

@@ -41,10 +41,6 @@ class Failure:
     path: Path
     reason: str
 
-    @property
-    def message(self) -> str:
-        return f"{self.path}: {self.reason}"
-
 
 Row = Prediction | Failure
 

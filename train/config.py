@@ -33,9 +33,8 @@ IMAGENET_WIDTHS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 DEFAULT_BN_MOMENTUM_RANDOM = 0.9
 DEFAULT_BN_MOMENTUM_IMAGENET = 0.999
 # With fewer selection images than this per class, early stopping follows noise (one image of
-# ten is 10 points) and the split costs labels the network never trains on: on four development
-# pairs at 50 labels per class, a fixed schedule scored 68.1 % against 63.3 % for early stopping
-# on a 10-image split (docs/training-recipe.md).
+# ten is 10 points) and the split costs labels the network never trains on; the development
+# pairs measured it (docs/training-recipe.md, "Fine-tune schedule").
 MIN_SELECTION_PER_CLASS = 50
 
 

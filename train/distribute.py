@@ -78,15 +78,17 @@ class Scaling:
 
     @property
     def global_batch(self) -> int:
+        """Samples per weight update, over every replica."""
         return self.per_replica_batch * self.replicas
-
-    @property
-    def learning_rate(self) -> float:
-        return self.base_learning_rate * self.replicas
 
     def warmup_steps(self, steps_per_epoch: int) -> int:
         """0 on one replica: nothing changes there."""
         return 0 if self.replicas == 1 else max(1, min(steps_per_epoch, WARMUP_MAX_STEPS))
+
+    @property
+    def learning_rate(self) -> float:
+        """The linear scaling rule: a batch `replicas` times larger takes steps as much larger."""
+        return self.base_learning_rate * self.replicas
 
     def to_json(self, steps_per_epoch: int) -> dict[str, Any]:
         return {"per_replica_batch": self.per_replica_batch, "replicas": self.replicas,

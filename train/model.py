@@ -127,11 +127,9 @@ def build_model(spec: ModelSpec, num_classes: int, name: str) -> keras.Model:
     """The pretext network: uint8 images → Preprocess → MobileNetV2 → GAP → Dense(128) →
     BatchNorm → ReLU → Dense(C, softmax).
 
-    The BatchNorm keeps the 128 ReLU units alive. Without it, Adam's first steps switched most
-    of them off for good: after a 5-epoch pretext on Tiny ImageNet, 123 of 128 never fired on a
-    held-out image, the backbone's gradient passed through the other 5, and held-out rotation
-    accuracy depended on how many a run happened to keep (25.0 % and 42.9 % after one epoch
-    with seeds 0 and 1; 42.0 % for seed 0 with the BatchNorm).
+    The BatchNorm keeps the 128 ReLU units alive. Without it, Adam's first steps switch most of
+    them off for good, the backbone's gradient passes through the few left, and whether a run
+    learns depends on how many survive (docs/training-recipe.md, "The pretext head").
     """
     images = keras.Input(shape=(None, None, 3), dtype="uint8", name="image")
     x = Preprocess(spec.image_size, **spec.rescale, name="preprocess")(images)
@@ -223,8 +221,8 @@ def predict(model: keras.Model, pixels: np.ndarray) -> np.ndarray:
     """`model`'s outputs for uint8 `[N, H, W, 3]`, in inference mode, in bounded batches.
 
     Through one traced graph per model: an eager call of a functional model keeps every
-    layer's output of the batch alive until it returns (about 90 MB per 224-px image for
-    MobileNetV2, so a 256-image batch needed over 20 GB). Not `Model.predict`, which runs
+    layer's output of the batch alive until it returns, tens of GB for a batch of large images
+    (docs/training-recipe.md, "Memory"). Not `Model.predict`, which runs
     under the model's distribution strategy: with several workers it would wait for the
     others, and only the chief measures.
     """
@@ -297,11 +295,10 @@ def recompute_batchnorm_statistics(model: keras.Model, pixels: np.ndarray, batch
     `pixels` (training images) under the final weights ("precise BatchNorm").
 
     A fine-tune on a few labels takes a few dozen steps, so the moving averages mix statistics
-    of early weights that no longer exist: measured on goose/goldfish with 5 labels per class,
-    a from-scratch network predicted one class for every image in inference mode (50 %) while
-    the same weights with recomputed statistics scored 64–80 %. Keras has no such utility;
-    setting momentum k/(k+1) for the k-th batch makes the moving value the plain mean of the
-    batch statistics. Frozen BatchNorm layers (trainable False) stay in inference mode under
+    of early weights that no longer exist, and in inference mode a network can answer one class
+    for every image (docs/training-recipe.md, "Recomputed BatchNorm statistics"). Keras has no
+    such utility; setting momentum k/(k+1) for the k-th batch makes the moving value the plain
+    mean of the batch statistics. Frozen BatchNorm layers (trainable False) stay in inference mode under
     Keras 3 and keep their statistics.
     """
     layers = [layer for layer in nested_layers(model)

@@ -118,7 +118,7 @@ def rotation_rate(model: keras.Model, pixels: np.ndarray, chunk: int = 256) -> R
     """Held-out rotation accuracy: every image of uint8 `[N, S, S, 3]` at all four rotations.
 
     Rotated `chunk` images at a time: four rotated copies of all of them at once would be four
-    times their memory (1.2 GB for 2,000 images at 224 px).
+    times their memory.
     """
     hits = []
     for start in range(0, len(pixels), chunk):

@@ -1,7 +1,7 @@
 """How much memory one pretext training step takes on the CPU, and how to keep it bounded.
 
-On the CPU a training step's activations live in the process's own memory: at 224 px and
-width 1.0 a 32-sample batch holds about 2.8 GB of them. Rather than change the batch (and with
+On the CPU a training step's activations live in the process's own memory, gigabytes of them
+for a batch of large images. Rather than change the batch (and with
 it the learning dynamics), a batch whose activations would exceed `--step-memory-gb` is split
 into equal micro-batches whose gradients Keras' optimizer accumulates
 (`gradient_accumulation_steps`): one weight update per full batch, with the full batch's
@@ -57,8 +57,8 @@ class StepPlan:
 def activation_bytes_per_sample(model: keras.Model) -> int:
     """Sum of every layer's output size for one sample: what backpropagation keeps.
 
-    An estimate, checked against measurement: MobileNetV2 width 1.0 at 224 px gives 87 MB per
-    sample, and a measured training step grew by 76–84 MB per sample.
+    An estimate that errs on the safe side of a measured step (docs/training-recipe.md,
+    "Memory").
     """
     total = 0
     # A nested model's output is its last layer's: counted once, through that layer.

@@ -77,9 +77,9 @@ class RowPrinter:
     """Prints each batch's rows as they come: predictions as aligned plain text on `out` (when
     `predictions`), unreadable files as "skipped" lines on `err`.
 
-    Plain text rather than a rich Table: laying out a Table costs ~0.3 ms a row, which would add
-    over half a second to a 2,000-image folder that takes about a second to classify. Column
-    widths come from every path and label, known before the first row.
+    Plain text rather than a rich Table, whose layout costs more per row than classifying the
+    image (docs/benchmarks.md). Column widths come from every path and label, known before the
+    first row.
     """
 
     def __init__(self, out: Console, err: Console, predictions: bool) -> None:
@@ -100,7 +100,8 @@ class RowPrinter:
         self.seen += len(rows)
         for row in rows:
             if isinstance(row, Failure):
-                self._err.print(f"[yellow]skipped[/] {escape(row.message)}", soft_wrap=True)
+                message = escape(f"{row.path}: {row.reason}")
+                self._err.print(f"[yellow]skipped[/] {message}", soft_wrap=True)
         if not self._predictions:
             return
         lines = [self._line(str(r.path), self._label(r.label), f"{r.confidence:.3f}",
