@@ -14,13 +14,22 @@ tf = pytest.importorskip("tensorflow")
 
 from edge_ssl.train import demo_data, methods, probe  # noqa: E402
 from edge_ssl.train import method_names as names  # noqa: E402
+from edge_ssl.train.config import FinetuneBatchNorm, FinetuneOptions  # noqa: E402
 from edge_ssl.train.cuts import SHALLOW_CUT  # noqa: E402
 from edge_ssl.train.model import ModelSpec, build_classifier, build_model  # noqa: E402
 from edge_ssl.train.monitor import KnnMonitor  # noqa: E402
 
 SPEC = ModelSpec(image_size=32, width=0.35, bn_momentum=0.9)
-SETTINGS = methods.FitSettings(cut="block_9_add", epochs=2, learning_rate=1e-3, patience=5,
-                               lr_patience=2, batch_size=8, freeze_backbone=False, seed=0)
+OPTIONS = FinetuneOptions(cut="block_9_add", finetune_epochs=2, learning_rate=1e-3, head_epochs=0,
+                          finetune_batchnorm=FinetuneBatchNorm.train)
+SETTINGS = methods.FitSettings(OPTIONS, patience=5, lr_patience=2, batch_size=8, seed=0)
+
+
+def changed(settings: methods.FitSettings, **changes: object) -> methods.FitSettings:
+    """`settings` with some fine-tune options (or the run's own settings) changed."""
+    own = {k: v for k, v in changes.items() if k in ("freeze_backbone", "seed", "patience")}
+    options = {k: v for k, v in changes.items() if k not in own}
+    return replace(settings, options=replace(settings.options, **options), **own)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +80,7 @@ def test_fine_tune_starts_from_the_pretext_and_leaves_it_untouched(task: methods
                                                                     tmp_path: Path) -> None:
     pretext = build_model(SPEC, 4, "pretext")
     before = [w.copy() for w in pretext.get_weights()]
-    still = replace(SETTINGS, learning_rate=1e-9)  # a fine-tune that barely moves its weights
+    still = changed(SETTINGS, learning_rate=1e-9)  # a fine-tune that barely moves its weights
     tuned = methods.train_network(names.SSL_FINETUNE, pretext, task, still,
                                   tmp_path / "a.csv", tmp_path / "a")
     assert tuned.model is not None
@@ -100,7 +109,7 @@ def test_shallow_scratch_is_the_same_random_network_cut_early(task: methods.Labe
     """`scratch_shallow` differs from `scratch` in its cut alone: the same random init, the same
     labels, its backbone ending at SHALLOW_CUT whatever the settings' cut."""
     fresh = methods.random_init_network(SPEC, seed=5)
-    still = replace(SETTINGS, learning_rate=1e-9)
+    still = changed(SETTINGS, learning_rate=1e-9)
     deep = methods.train_network(names.SCRATCH, fresh, task, still, tmp_path / "d.csv",
                                  tmp_path / "d").model
     shallow = methods.train_network(names.SCRATCH_SHALLOW, fresh, task, still,
@@ -114,7 +123,7 @@ def test_shallow_scratch_is_the_same_random_network_cut_early(task: methods.Labe
     np.testing.assert_allclose(  # the same random start, scarcely moved at this learning rate
         shallow.get_layer("backbone").get_layer("Conv1").get_weights()[0],
         deep.get_layer("backbone").get_layer("Conv1").get_weights()[0], atol=1e-5)
-    assert replace(SETTINGS, cut="block_5_add").cut_for(names.SCRATCH_SHALLOW) == "block_2_add"
+    assert changed(SETTINGS, cut="block_5_add").cut_for(names.SCRATCH_SHALLOW) == "block_2_add"
 
 
 def test_a_study_cell_trains_alike_without_the_per_epoch_backup(task: methods.Labelled,
@@ -127,7 +136,7 @@ def test_a_study_cell_trains_alike_without_the_per_epoch_backup(task: methods.La
     backed_up, cell = fit(True, "run"), fit(False, "cell")
     assert (tmp_path / "run" / "backup").is_dir() and not (tmp_path / "cell" / "backup").exists()
     assert cell.test == backed_up.test and cell.stage is not None
-    assert cell.stage.epochs_run == SETTINGS.epochs
+    assert cell.stage.epochs_run == SETTINGS.options.finetune_epochs
 
 
 class Snapshots(keras.callbacks.Callback):
@@ -160,7 +169,7 @@ def test_head_epochs_train_the_head_alone_then_every_layer(task: methods.Labelle
     pretext = build_model(SPEC, 4, "pretext")
     snapshots = Snapshots()
     result = methods.train_network(names.SSL_FINETUNE, pretext, task,
-                                   replace(SETTINGS, head_epochs=2), tmp_path / "h.csv",
+                                   changed(SETTINGS, head_epochs=2), tmp_path / "h.csv",
                                    tmp_path / "h", extra_callbacks=[snapshots])
     head_only, every_layer = snapshots.fits
     # The backbone, its BatchNorm statistics included, is untouched while the head learns.
@@ -168,15 +177,15 @@ def test_head_epochs_train_the_head_alone_then_every_layer(task: methods.Labelle
     assert _moved(head_only["head_begin"], head_only["head_end"]) > 1e-3
     assert _moved(every_layer["head_begin"], head_only["head_end"]) == 0.0  # it goes on from there
     assert _moved(every_layer["backbone_begin"], every_layer["backbone_end"]) > 1e-4
-    assert result.stage is not None and result.stage.epochs_run == SETTINGS.epochs
+    assert result.stage is not None and result.stage.epochs_run == SETTINGS.options.finetune_epochs
     frozen = Snapshots()
     methods.train_network(names.SSL_FINETUNE, pretext, task,
-                          replace(SETTINGS, head_epochs=2, freeze_backbone=True),
+                          changed(SETTINGS, head_epochs=2, freeze_backbone=True),
                           tmp_path / "f.csv", tmp_path / "f", extra_callbacks=[frozen])
     assert len(frozen.fits) == 1  # a frozen backbone has no head-only phase to add
     scratch = Snapshots()
     methods.train_network(names.SCRATCH, methods.random_init_network(SPEC, seed=3), task,
-                          replace(SETTINGS, head_epochs=2), tmp_path / "s.csv", tmp_path / "s",
+                          changed(SETTINGS, head_epochs=2), tmp_path / "s.csv", tmp_path / "s",
                           extra_callbacks=[scratch])
     assert len(scratch.fits) == 1  # from scratch, every layer trains from the start
 
@@ -194,8 +203,9 @@ def test_frozen_batchnorm_keeps_the_pretext_statistics_while_the_backbone_learns
         task: methods.Labelled, tmp_path: Path) -> None:
     pretext = build_model(SPEC, 4, "pretext")
     pretext_bn, pretext_other = _batchnorm_and_conv(
-        build_classifier(pretext, SETTINGS.cut, 2))  # the layers the classifier starts from
-    settings = replace(SETTINGS, head_epochs=1, freeze_batchnorm=True)
+        build_classifier(pretext, SETTINGS.options.cut, 2))  # the layers the classifier starts from
+    settings = changed(SETTINGS, head_epochs=1,
+                     finetune_batchnorm=FinetuneBatchNorm.frozen)
     tuned = methods.train_network(names.SSL_FINETUNE, pretext, task, settings,
                                   tmp_path / "f.csv", tmp_path / "f")
     assert tuned.model is not None
@@ -203,13 +213,13 @@ def test_frozen_batchnorm_keeps_the_pretext_statistics_while_the_backbone_learns
     assert _moved(pretext_bn, tuned_bn) == 0.0  # statistics not even recomputed afterwards
     assert _moved(pretext_other, tuned_other) > 1e-4  # the convolutions did train
     trained = methods.train_network(names.SSL_FINETUNE, pretext, task,
-                                    replace(settings, freeze_batchnorm=False),
+                                    changed(settings, finetune_batchnorm=FinetuneBatchNorm.train),
                                     tmp_path / "t.csv", tmp_path / "t")
     assert trained.model is not None
     assert _moved(pretext_bn, _batchnorm_and_conv(trained.model)[0]) > 1e-4
     # A random-init network has no statistics worth keeping: from scratch trains them anyway.
     source = methods.random_init_network(SPEC, seed=3)
-    source_bn, _ = _batchnorm_and_conv(build_classifier(source, SETTINGS.cut, 2))
+    source_bn, _ = _batchnorm_and_conv(build_classifier(source, SETTINGS.options.cut, 2))
     scratch = methods.train_network(names.SCRATCH, source, task, settings,
                                     tmp_path / "s.csv", tmp_path / "s")
     assert scratch.model is not None

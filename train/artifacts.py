@@ -70,14 +70,12 @@ def write_heldout(session: Session, source: Source, heldout_px: np.ndarray | Non
         with np.load(config.pretext_from / C.HELDOUT_FILE) as earlier:  # type: ignore[operator]
             heldout_px = earlier[C.HELDOUT_PRETEXT_IMAGES]
     order = np.random.default_rng(config.seed).permutation(len(source.train))
-    calibration_px, _ = pipeline.decode_eagerly(
-        source.train.take(order[:CALIBRATION_IMAGES]), config.image_size, session.skipped,
-        "calibration")
+    calibration_px = session.decode(source.train.take(order[:CALIBRATION_IMAGES]), "calibration")
     # With fewer training images than both need, the gate reuses calibration images: weaker
     # evidence, but still never the test images.
     gate = order[CALIBRATION_IMAGES:CALIBRATION_IMAGES + GATE_IMAGES]
-    gate_px, gate_y = pipeline.decode_labelled(source.train.take(gate if len(gate) else order),
-                                               config.image_size, session.skipped, "gate")
+    gate_px, gate_y = session.decode_labelled(source.train.take(gate if len(gate) else order),
+                                              "gate")
     write_with(session.run / C.HELDOUT_FILE, lambda tmp: np.savez_compressed(tmp, **{
         C.HELDOUT_CLASSIFIER_IMAGES: test_px, C.HELDOUT_CLASSIFIER_LABELS: test_y,
         C.HELDOUT_GATE_IMAGES: gate_px, C.HELDOUT_GATE_LABELS: gate_y,

@@ -20,13 +20,7 @@ from edge_ssl.atomic import write_json, write_with
 from edge_ssl.train import method_names as names
 from edge_ssl.train import methods, pipeline, plots
 from edge_ssl.train.artifacts import HISTORY_FILES, MODEL_FILES, TEST_SETS, stage_json
-from edge_ssl.train.config import (
-    MIN_SELECTION_PER_CLASS,
-    FinetuneBatchNorm,
-    Freeze,
-    Schedule,
-    TrainConfig,
-)
+from edge_ssl.train.config import MIN_SELECTION_PER_CLASS, Freeze, Schedule, TrainConfig
 from edge_ssl.train.environment import note_memory
 from edge_ssl.train.model import scratch_spec
 from edge_ssl.train.session import Session
@@ -68,24 +62,19 @@ def resolve_schedule(config: TrainConfig, labels: np.ndarray) -> Schedule:
 
 
 def fit_settings(config: TrainConfig, verbose: int) -> methods.FitSettings:
-    return methods.FitSettings(
-        cut=config.cut, epochs=config.finetune_epochs, learning_rate=config.learning_rate,
-        patience=config.patience, lr_patience=config.lr_patience, batch_size=config.batch_size,
-        freeze_backbone=config.freeze is Freeze.backbone, seed=config.seed, verbose=verbose,
-        head_epochs=config.head_epochs,
-        freeze_batchnorm=config.finetune_batchnorm is FinetuneBatchNorm.frozen)
+    return methods.FitSettings(config, config.patience, config.lr_patience, config.batch_size,
+                               config.seed, config.freeze is Freeze.backbone, verbose)
 
 
 def prepare_task(session: Session, source: Source) -> Task:
     """Resolve the schedule, carve the selection split, decode the selection and test images."""
-    config, size, skipped = session.config, session.config.image_size, session.skipped
+    config = session.config
     schedule = resolve_schedule(config, np.asarray(source.train.labels))
     fit, selection = (split_selection(source.train, config.selection_fraction, config.seed)
                       if schedule is Schedule.early_stopping else (source.train, None))
     return Task(schedule, fit,
-                None if selection is None else pipeline.decode_labelled(
-                    selection, size, skipped, "selection"),
-                pipeline.decode_labelled(source.test, size, skipped, "test"))
+                None if selection is None else session.decode_labelled(selection, "selection"),
+                session.decode_labelled(source.test, "test"))
 
 
 def train_methods(session: Session, source: Source, task: Task, pretext: keras.Model,

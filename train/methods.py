@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from edge_ssl.stats import Rate
 from edge_ssl.train import pipeline, probe
+from edge_ssl.train.config import FinetuneBatchNorm, FinetuneOptions
 from edge_ssl.train.cuts import SHALLOW_CUT
 from edge_ssl.train.method_names import (
     COLOUR,
@@ -58,19 +59,22 @@ class Labelled:
 
 @dataclass(frozen=True)
 class FitSettings:
-    """How a network method trains: the fine-tune options of TrainConfig."""
+    """How a network method trains: the fine-tune options (of `train`, `finetune` or `study`,
+    read where they are used) and what the run adds."""
 
-    cut: str
-    epochs: int
-    learning_rate: float
+    options: FinetuneOptions
     patience: int
     lr_patience: int
     batch_size: int
-    freeze_backbone: bool
     seed: int
-    head_epochs: int = 0  # SSL fine-tune: head alone on the frozen backbone first, ×10 rate
-    freeze_batchnorm: bool = False  # SSL fine-tune: the pretext's BatchNorm layers stay as they are
+    freeze_backbone: bool = False  # `--freeze backbone`
     verbose: int = 0
+
+    @property
+    def recipe(self) -> Recipe:
+        """How every network method trains, whichever it is."""
+        return Recipe(self.options.finetune_epochs, self.options.learning_rate, self.patience,
+                      self.lr_patience)
 
     def frozen(self, method: str) -> bool:
         """`--freeze backbone` holds only the SSL fine-tune's backbone; scratch always trains."""
@@ -79,19 +83,21 @@ class FitSettings:
     def cut_for(self, method: str) -> str:
         """The layer `method`'s backbone is cut at: SHALLOW_CUT for the shallow from-scratch
         baseline, `cut` for every other network."""
-        return SHALLOW_CUT if method == SCRATCH_SHALLOW else self.cut
+        return SHALLOW_CUT if method == SCRATCH_SHALLOW else self.options.cut
 
     def head_first(self, method: str) -> bool:
         """Whether `method` trains its head alone before every layer: only the SSL fine-tune,
         and only when its backbone will train afterwards. From scratch there is nothing to keep,
         and a head fitted to random features first measured worse."""
-        return self.head_epochs > 0 and method == SSL_FINETUNE and not self.frozen(method)
+        return (self.options.head_epochs > 0 and method == SSL_FINETUNE
+                and not self.frozen(method))
 
     def batchnorm_frozen(self, method: str) -> bool:
         """Whether `method`'s BatchNorm layers keep their statistics, scale and shift while the
         backbone trains: only the SSL fine-tune's, whose statistics the pretext estimated on
         thousands of images. A random-init network has no statistics worth keeping."""
-        return self.freeze_batchnorm and method == SSL_FINETUNE and not self.frozen(method)
+        frozen = self.options.finetune_batchnorm is FinetuneBatchNorm.frozen
+        return frozen and method == SSL_FINETUNE and not self.frozen(method)
 
 
 @dataclass(frozen=True)
@@ -161,8 +167,7 @@ def train_network(method: str, source: keras.Model, data: Labelled, settings: Fi
     for the from-scratch baseline) and measure it on the test images; `source` is not changed.
     `resumable`: back up after every epoch so that an interrupted fit goes on (see fit_stage)."""
     keras.utils.set_random_seed(settings.seed)
-    recipe = Recipe(settings.epochs, settings.learning_rate, settings.patience,
-                    settings.lr_patience)
+    recipe = settings.recipe
     model = build_classifier(copy_model(source), settings.cut_for(method), data.num_classes,
                              freeze_backbone=settings.frozen(method))
     train = pipeline.labelled_train_dataset(data.fit, settings.batch_size, settings.seed,
@@ -174,8 +179,8 @@ def train_network(method: str, source: keras.Model, data: Labelled, settings: Fi
         # the pretext learned; a head fitted first leaves the backbone a gentler start (LP-FT).
         backbone = model.get_layer(BACKBONE_NAME)
         backbone.trainable = False  # and its BatchNorm in inference mode (Keras 3)
-        head = replace(recipe, epochs=settings.head_epochs,
-                       learning_rate=settings.learning_rate * HEAD_LR_FACTOR)
+        head = replace(recipe, epochs=settings.options.head_epochs,
+                       learning_rate=recipe.learning_rate * HEAD_LR_FACTOR)
         fit_stage(model, train, None, head,
                   Checkpoints(checkpoint_dir / "head", resumable=resumable),
                   samples_per_batch=settings.batch_size, extra_callbacks=extra_callbacks)
@@ -214,10 +219,10 @@ def measure(method: str, pretext: keras.Model, spec: ModelSpec, data: Labelled,
     if method == COLOUR:
         return colour_floor(data)
     if method == SSL_PROBE:
-        return probe_backbone(method, pretext, settings.cut, data)
+        return probe_backbone(method, pretext, settings.options.cut, data)
     if method == RANDOM_PROBE:
-        return probe_backbone(method, random_init_network(spec, settings.seed + 1), settings.cut,
-                              data)
+        return probe_backbone(method, random_init_network(spec, settings.seed + 1),
+                              settings.options.cut, data)
     source = pretext if method == SSL_FINETUNE else random_init_network(spec, settings.seed + 1)
     return train_network(method, source, data, settings, history_path, checkpoint_dir,
                          extra_callbacks, resumable)

@@ -298,8 +298,8 @@ def recompute_batchnorm_statistics(model: keras.Model, pixels: np.ndarray, batch
     of early weights that no longer exist, and in inference mode a network can answer one class
     for every image (docs/training-recipe.md, "Recomputed BatchNorm statistics"). Keras has no
     such utility; setting momentum k/(k+1) for the k-th batch makes the moving value the plain
-    mean of the batch statistics. Frozen BatchNorm layers (trainable False) stay in inference mode under
-    Keras 3 and keep their statistics.
+    mean of the batch statistics. Frozen BatchNorm layers (trainable False) stay in inference
+    mode under Keras 3 and keep their statistics.
     """
     layers = [layer for layer in nested_layers(model)
               if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]

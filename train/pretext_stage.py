@@ -48,14 +48,12 @@ def train_pretext(session: Session, source: Source, pretext_train: ImageSet,
     if not (run / C.SAMPLES_PNG).exists():
         first = pretext_train.take(range(min(len(pretext_train), SAMPLE_IMAGES)))
         sample_x, sample_y = pipeline.pretext_samples(
-            pipeline.decode_eagerly(first, config.image_size, session.skipped,
-                                    "pretext samples")[0],
-            config.batch_size, config.rotations, config.seed)
+            session.decode(first, "pretext samples"), config.batch_size, config.rotations,
+            config.seed)
         plots.save_pretext_samples(sample_x, sample_y, run / C.SAMPLES_PNG)
     monitor_set = source.train.take(np.random.default_rng(config.seed + 3).permutation(
         len(source.train))[:MONITOR_IMAGES])
-    monitor_px, monitor_y = pipeline.decode_labelled(monitor_set, config.image_size,
-                                                     session.skipped, "monitor")
+    monitor_px, monitor_y = session.decode_labelled(monitor_set, "monitor")
     log.info("Stage 1: rotation pretext on %d images (%s rotations), %d held out; kNN monitor "
              "on %d labelled images", len(pretext_train), config.rotations.value,
              len(heldout_px), len(monitor_y))

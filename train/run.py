@@ -102,10 +102,8 @@ def _pretext_images(session: Session, source: Source
     if config.pretext_from is not None or (session.run / C.PRETEXT_MODEL).exists():
         return None, None
     pretext_train, pretext_val = split_pretext(source.pretext, config.seed)
-    heldout_px, _ = pipeline.decode_eagerly(
-        pretext_val.take(range(min(len(pretext_val), MAX_HELDOUT_PRETEXT))),
-        config.image_size, session.skipped, "pretext held-out")
-    return pretext_train, heldout_px
+    heldout = pretext_val.take(range(min(len(pretext_val), MAX_HELDOUT_PRETEXT)))
+    return pretext_train, session.decode(heldout, "pretext held-out")
 
 
 def _quiet_expected_warnings() -> None:

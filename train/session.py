@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from edge_ssl import contract as C
 from edge_ssl.train.config import TrainConfig
 from edge_ssl.train.distribute import Cluster
-from edge_ssl.train.pipeline import SkippedFiles
+from edge_ssl.train.pipeline import SkippedFiles, decode_eagerly, decode_labelled
+from edge_ssl.train.sources import ImageSet
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,14 @@ class Session:
     skipped: SkippedFiles
     verbosity: int
     callbacks: tuple[keras.callbacks.Callback, ...] = ()
+
+    def decode(self, images: ImageSet, what: str) -> np.ndarray:
+        """uint8 `[N, S, S, 3]` pixels of `images` at the run's size; unreadable files skipped."""
+        return decode_eagerly(images, self.config.image_size, self.skipped, what)[0]
+
+    def decode_labelled(self, images: ImageSet, what: str) -> tuple[np.ndarray, np.ndarray]:
+        """`decode` for images with labels: (pixels, int64 labels of the images read)."""
+        return decode_labelled(images, self.config.image_size, self.skipped, what)
 
     def callbacks_for(self, stage: str) -> list[keras.callbacks.Callback]:
         """`callbacks`, and with --tensorboard Keras' own logger into RUN/tensorboard/<stage>/."""

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from edge_ssl.options import (
     with_default,
 )
 from edge_ssl.stats import Rate
-from edge_ssl.train.config import FinetuneBatchNorm, FinetuneOptions, Schedule, load_run_config
+from edge_ssl.train.config import FinetuneOptions, Schedule, load_run_config
 from edge_ssl.train.method_names import (
     COLOUR,
     METHODS,
@@ -75,7 +75,8 @@ def parse_budgets(text: str) -> tuple[int | None, ...]:
 class StudyConfig(FinetuneOptions):
     """Every option of `edge-ssl study`; `budgets` holds labels per class, None meaning all."""
 
-    run: Path
+    run: Path = option(MISSING, "Run whose pretext.keras every SSL method starts from.", "RUN",
+                       argument=True)
     data: Path | None = option(
         None, "Labelled data; default: the pretext run's --data.", "DIR", DATA,
         show_default=False)
@@ -192,12 +193,8 @@ def run_study(config: StudyConfig, out: Path) -> dict[str, Any]:
             chosen = np.sort(np.concatenate([o[:budget] for o in order]))
             labelled = _task(train_px[chosen], train_y[chosen], test_px, test_y, config,
                              len(source.labels), seed)
-            settings = methods.FitSettings(
-                cut=config.cut, epochs=config.finetune_epochs,
-                learning_rate=config.learning_rate, patience=run_config.patience,
-                lr_patience=run_config.lr_patience, batch_size=run_config.batch_size,
-                freeze_backbone=False, seed=seed, head_epochs=config.head_epochs,
-                freeze_batchnorm=config.finetune_batchnorm is FinetuneBatchNorm.frozen)
+            settings = methods.FitSettings(config, run_config.patience, run_config.lr_patience,
+                                           run_config.batch_size, seed)
             results = methods.run_in_memory(config.methods, pretext, spec, labelled, settings)
             cell = {"seed": seed, "budget": _budget_text(budget),
                     "labels_per_class": int(np.bincount(train_y[chosen]).min()),

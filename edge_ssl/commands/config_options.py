@@ -104,6 +104,7 @@ def _typer_parameter(hint: Any, default: Any, declared: Option, spelled: str
                      ) -> tuple[Any, Any, Callable[[Any], Any]]:
     """(annotation, default, command line value → field value) of one generated parameter."""
     kind, parse = _cli_type(hint, default, declared)
+    cli_default: Any
     if default is dataclasses.MISSING:
         cli_default = inspect.Parameter.empty
     elif declared.parse is not None and default is not None and default != ():

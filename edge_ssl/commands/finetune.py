@@ -12,7 +12,9 @@ from edge_ssl.commands.config_options import config_options
 from edge_ssl.commands.render_training import print_run
 from edge_ssl.commands.shared_options import Overwrite, RunName, RunsDir, Verbose
 from edge_ssl.console import console, user_errors
+from edge_ssl.options import option_names
 from edge_ssl.train.config import (
+    FinetuneOptions,
     StrategyName,
     TrainConfig,
     load_run_config,
@@ -20,12 +22,11 @@ from edge_ssl.train.config import (
 )
 
 
+# Every fine-tune option, and the TrainConfig options that choose the labelled task.
 @user_errors
 @config_options(TrainConfig, [
-    "classes", "data", "labels_per_class", "cut", "finetune_epochs", "head_epochs",
-    "finetune_batchnorm", "learning_rate", "schedule", "selection_fraction", "freeze",
-    "baseline", "seed", "tensorboard"],
-    helps={"data": "Labelled data; default: the pretext run's --data."})
+    "classes", "data", "labels_per_class", *option_names(FinetuneOptions), "freeze", "baseline",
+    "seed", "tensorboard"], helps={"data": "Labelled data; default: the pretext run's --data."})
 def finetune(
     options: dict[str, Any],
     run: Annotated[Path, typer.Argument(

@@ -12,8 +12,11 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from typer import Context
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
+
+# Typer types these methods with the click it vendors, whose Context it keeps private
+# (`typer._click`); the public `typer.Context` is a subclass, too narrow for an override.
+Context = Any
 
 
 class _Argument(TyperArgument):

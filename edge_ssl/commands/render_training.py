@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich import box
+from rich.console import RenderableType
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from edge_ssl.console import console
 from edge_ssl.train.method_names import (
@@ -63,44 +65,60 @@ SHORT_TITLES = {SCRATCH: "scratch", SCRATCH_SHALLOW: "shallow", RANDOM_PROBE: "r
 
 
 def print_study(result: dict[str, Any]) -> None:
-    """Each method's mean accuracy per budget, then each SSL method's margin over the best
-    baseline."""
+    """Each method's mean accuracy per budget; then, per budget, the best baseline and each SSL
+    method's margin over it. Two tables, so that five budgets still fit 80 columns."""
     summary = result["summary"]
     budgets = list(next(iter(summary.values())).keys())
-    table = Table(title=f"{' vs '.join(result['labels'])}: test accuracy %, mean ± s.d. over "
-                        f"seeds (n = {result['test_images']} test images each)",
-                  box=box.SIMPLE_HEAD)
-    table.add_column("method")
+    accuracy = Table(title=f"{' vs '.join(result['labels'])}: test accuracy %, mean±s.d. over "
+                           f"seeds (n = {result['test_images']} test images each), by labelled "
+                           "images per class", box=box.SIMPLE_HEAD, padding=(0, 0))
+    accuracy.add_column("method")
     for budget in budgets:
-        table.add_column(f"{budget}/class", justify="right")
+        accuracy.add_column(budget, justify="right")
+    collapsed = False
     for method, rows in summary.items():
         cells = []
         for budget in budgets:
             row = rows[budget]
             text = "—" if row["mean"] is None else f"{row['mean']:.1f}"
             if row["std"] is not None:
-                text += f" ± {row['std']:.1f}"
+                text += f"±{row['std']:.1f}"
             if row["collapsed"]:
-                text += f" ({row['collapsed']} did not learn)"
+                text += "✗"
+                collapsed = True
             cells.append(text)
-        table.add_row(TITLES[method], *cells)
+        accuracy.add_row(TITLES[method], *cells)
+    if collapsed:
+        accuracy.caption = ("✗: seeds that did not learn are left out of the mean (study.json "
+                            "counts them).")
+    margins = result.get("margins", {})
+    if not margins:
+        console.print(accuracy)
+        return
+    table = Table(title="does the pretext pay? points above (+) or below (−) the baseline with "
+                        "the highest mean", box=box.SIMPLE_HEAD, padding=(0, 0),
+                  caption="▲ ▼ where their pooled 95 % intervals do not overlap; shallow: from "
+                          "scratch, cut early; random: random-init probe")
+    table.add_column("labels per class")
+    for budget in budgets:
+        table.add_column(budget, justify="right")
+    best = {b: rows[b]["best_baseline"] for rows in margins.values() for b in rows}
+    table.add_row("best baseline", *(SHORT_TITLES[best[b]] if b in best else "—"
+                                     for b in budgets))
     marks = {"above": " ▲", "below": " ▼", "within the intervals": ""}
-    for method, rows in result.get("margins", {}).items():
+    for method, rows in margins.items():
         table.add_row(f"{TITLES[method]} − best baseline", *(
-            f"{rows[b]['points']:+.1f}{marks[rows[b]['verdict']]} "
-            f"({SHORT_TITLES[rows[b]['best_baseline']]})" if b in rows else "—"
+            f"{rows[b]['points']:+.1f}{marks[rows[b]['verdict']]}" if b in rows else "—"
             for b in budgets), style="bold" if method == SSL_FINETUNE else None)
-    if result.get("margins"):
-        table.caption = ("− best baseline: points above (+) or below (−) the baseline with the "
-                         "highest mean; ▲ ▼ where their pooled 95 % intervals do not overlap.")
-    console.print(table)
+    console.print(accuracy, table)
 
 
-def export_tables(report: ExportReport) -> list[Table]:
+def export_tables(report: ExportReport) -> list[RenderableType]:
     """The files (size, accuracy, checks passed), then the numbers that decided each one.
 
-    Two narrow tables rather than one wide one, so that each file is one line at 80 columns;
-    every check with all its numbers is in export_report.json.
+    Two narrow tables rather than one wide one, so that each file is one line at 80 columns,
+    then a line for what a row cannot say; every check with all its numbers is in
+    export_report.json.
     """
     files = Table(title=f"edge-ssl export — {escape(report.run)}", box=box.SIMPLE_HEAD,
                   pad_edge=False)
@@ -122,11 +140,7 @@ def export_tables(report: ExportReport) -> list[Table]:
                       f"{passed}/{len(exported.checks)}")
         evidence.add_row(escape(exported.file), *_evidence(exported.checks))
         notes += [f"{exported.file}: {note}" for note in _notes(exported)]
-    tables = [files, evidence]
-    if notes:
-        tables[-1].caption = "\n".join(escape(note) for note in notes)
-        tables[-1].caption_justify = "left"
-    return tables
+    return [files, evidence, *(Text(note) for note in notes)]
 
 
 def _evidence(checks: list[Check]) -> tuple[str, str, str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -20,9 +19,6 @@ from edge_ssl.train.study import StudyConfig
 @config_options(StudyConfig)
 def study(
     options: dict[str, Any],
-    run: Annotated[Path, typer.Argument(
-        metavar="RUN", show_default=False,
-        help="Run whose pretext.keras every SSL method starts from.")],
     name: Annotated[str | None, typer.Option(
         metavar="NAME", rich_help_panel=OUTPUT, show_default=False,
         help="Study folder name under RUN/studies; default: the classes.")] = None,
@@ -48,11 +44,12 @@ def study(
         study_dir,
     )
 
+    run = options["run"]
     pretext_run = resolve_run(run)
     if not (pretext_run / PRETEXT_MODEL).is_file():
         raise RunDirError(f"{pretext_run / PRETEXT_MODEL} is missing: finish that run first "
                           f"(`edge-ssl train --resume {run}`).")
-    config = StudyConfig(run=pretext_run, **options)
+    config = StudyConfig(**{**options, "run": pretext_run})
     require_within_pretext(config.cut, load_run_config(pretext_run).pretext_top)
     out = study_dir(pretext_run, name or "-".join(config.classes) or "default")
     config = prepare(config, out, overwrite=overwrite, resume=resume)
