@@ -87,7 +87,7 @@ class _ConsoleHandler(logging.Handler):
         elif self.status is not None:
             self.status.update(f"{escape(message)}…")
         else:
-            console.print(message, markup=False, soft_wrap=True)
+            console.print(message, markup=False)
 
 
 _handler = _ConsoleHandler()

@@ -77,4 +77,5 @@ def demo(
         f"demo images     {images}\n"
         f"try next        edge-ssl classify {images} --recursive --model {model}\n"
         f"                edge-ssl bench {run / EXPORTS_DIR}/*.onnx\n"
-        f"                edge-ssl train --data YOUR_IMAGES --baseline")
+        f"                edge-ssl train --data YOUR_IMAGES --baseline",
+        soft_wrap=True)  # the commands stay whole, to be copied
