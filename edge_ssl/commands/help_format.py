@@ -14,8 +14,8 @@ from typing import Any
 
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
-# Typer types these methods with the click it vendors, whose Context it keeps private
-# (`typer._click`); the public `typer.Context` is a subclass, too narrow for an override.
+# Typer types these methods with the Context of the click it vendors privately; the public
+# `typer.Context` is a subclass of it, too narrow for an override.
 Context = Any
 
 
