@@ -138,3 +138,22 @@ def test_demo_source_is_deterministic() -> None:
     assert a.train.pixels is not None and a.train.pixels.shape == (12, 32, 32, 3)
     np.testing.assert_array_equal(a.train.pixels, b.train.pixels)
     assert not np.array_equal(a.test.pixels[:2], a.train.pixels[:2])  # type: ignore[index]
+
+
+def test_a_class_holds_out_the_same_images_whichever_classes_are_named(tmp_path: Path) -> None:
+    """A run on a,b,c and a later study (or finetune, with any seed) on b,c: no test image of the
+    study was a pretext image of the run, because each class's split depends only on its files."""
+    root = tmp_path / "folders"
+    for c, name in enumerate("abc"):
+        for k in range(10):
+            _png(root / name / f"{name}{k}.png", (c * 60, k * 20, 0))
+    run = load_source(TrainConfig(data=root, classes=("a", "b", "c")))
+    study = load_source(TrainConfig(data=root, classes=("b", "c")))
+    assert set(study.test.paths) <= set(run.test.paths)
+    assert not set(study.test.paths) & set(run.pretext.paths)
+    other_seed = load_source(TrainConfig(data=root, classes=("b", "c"), seed=1))
+    assert set(other_seed.test.paths) == set(study.test.paths)  # a finetune with another seed
+    (root / "b" / "b10.png").write_bytes((root / "b" / "b0.png").read_bytes())
+    grown = load_source(TrainConfig(data=root, classes=("b", "c")))
+    kept = set(study.test.paths) - set(grown.test.paths)
+    assert len(kept) <= 1  # a new file moves at most the one image it displaces

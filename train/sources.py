@@ -9,6 +9,7 @@ end; every choice during training uses a selection split carved from the labelle
 from __future__ import annotations
 
 import difflib
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,7 +186,6 @@ def _folder(config: TrainConfig, root: Path) -> Source:
     names = [_resolve_class(c, list(folders), {}) for c in config.classes] if config.classes \
         else list(folders)
     _check_class_count(names)
-    rng = np.random.default_rng(config.seed)
     train_paths: list[Path] = []
     train_labels: list[int] = []
     test_paths: list[Path] = []
@@ -198,12 +198,11 @@ def _folder(config: TrainConfig, root: Path) -> Source:
         if len(files) < 2:
             raise DataError(f"{folders[name]}: class {name!r} has 1 image; it needs at least 2 "
                             "(one to train on, one to test on).")
-        order = rng.permutation(len(files))
-        n_test = min(max(1, round(len(files) * FOLDER_TEST_FRACTION)), len(files) - 1)
-        test_paths += [files[i] for i in order[:n_test]]
-        test_labels += [index] * n_test
-        train_paths += [files[i] for i in order[n_test:]]
-        train_labels += [index] * (len(files) - n_test)
+        test, train = _held_out(files, name)
+        test_paths += test
+        test_labels += [index] * len(test)
+        train_paths += train
+        train_labels += [index] * len(train)
     pretext = list(train_paths)
     for folder in dict.fromkeys(d.resolve() for d in unlabeled_dirs):
         extra = list_images(folder, recursive=True)
@@ -215,6 +214,24 @@ def _folder(config: TrainConfig, root: Path) -> Source:
         ImageSet(paths=tuple(train_paths), labels=np.array(train_labels, np.int64)),
         ImageSet(paths=tuple(test_paths), labels=np.array(test_labels, np.int64)),
     )
+
+
+def _held_out(files: list[Path], name: str) -> tuple[list[Path], list[Path]]:
+    """(test, train) files of class `name`: FOLDER_TEST_FRACTION of them, at least one each side.
+
+    The split depends only on the class's own files: each file gets a key hashed from the class
+    and its name, and the files with the smallest keys are held out. Every run, `finetune` and
+    `study` of the folder, whatever classes it names and whatever its --seed, therefore holds
+    out the same images of a class: one's test images are never another's pretext images, and
+    seeds compare on the same test images. A file added later leaves the others where they were.
+    """
+    def key(path: Path) -> bytes:
+        return hashlib.sha256(f"{name}/{path.name}".encode()).digest()
+
+    ranked = sorted(files, key=key)
+    n_test = min(max(1, round(len(files) * FOLDER_TEST_FRACTION)), len(files) - 1)
+    held = set(ranked[:n_test])
+    return [f for f in files if f in held], [f for f in files if f not in held]
 
 
 def _limit_labels(source: Source, per_class: int, seed: int) -> Source:
