@@ -174,6 +174,11 @@ def test_study_command_prints_the_margins_and_guards_its_folder(run: Path) -> No
     assert result.exit_code == 0, result.output
     study = json.loads((run / "studies" / "cli" / "study.json").read_text())
     assert study["complete"] and [c["budget"] for c in study["cells"]] == ["2", "4"]
+    # Every test image's prediction is kept, and each margin carries its paired interval.
+    first = study["cells"][0]["results"]["ssl_finetune"]
+    assert len(first["predictions"]) == len(study["test_labels"]) == first["n"]
+    assert all(row["paired"] and len(row["ci95"]) == 2
+               for row in study["margins"]["ssl_finetune"].values())
     assert (run / "studies" / "cli" / "label_efficiency.png").stat().st_size > 0
     assert "SSL fine-tune − best baseline" in " ".join(result.output.split())
     again = runner.invoke(app, args)

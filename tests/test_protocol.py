@@ -79,3 +79,44 @@ def test_margins_compare_each_ssl_method_with_the_best_baseline_that_learned() -
     assert "5" not in out["ssl_probe"]  # a probe that did not learn has no margin
     assert out["ssl_probe"]["50"]["verdict"] == "within the intervals"
     assert margins({"colour": summary["colour"]}) == {}  # no SSL method, nothing to compare
+
+
+def test_a_paired_margin_carries_its_interval_and_decides_the_verdict() -> None:
+    from edge_ssl.train.study import margins
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 50)
+
+    def predictions(accuracy: float) -> list[int]:
+        right = rng.random(len(labels)) < accuracy
+        return np.where(right, labels, 1 - labels).tolist()
+
+    def cell(seed: int, fine_tune: float, probe: float, shallow: float) -> dict:
+        results = {"ssl_finetune": fine_tune, "ssl_probe": probe, "scratch_shallow": shallow}
+        return {"seed": seed, "budget": "50",
+                "results": {m: {"predictions": predictions(a)} for m, a in results.items()}}
+
+    cells = [cell(seed, 0.95, 0.72, 0.70) for seed in range(3)]
+    summary = {m: {"50": _row(mean, 0)} for m, mean in
+               (("ssl_finetune", 95.0), ("ssl_probe", 72.0), ("scratch_shallow", 70.0))}
+    out = margins(summary, cells, labels)
+    fine_tune, probe = out["ssl_finetune"]["50"], out["ssl_probe"]["50"]
+    assert fine_tune["paired"] and fine_tune["best_baseline"] == "scratch_shallow"
+    low, high = fine_tune["ci95"]
+    assert low > 0 and low < fine_tune["points"] < high and fine_tune["verdict"] == "above"
+    assert probe["ci95"][0] < 0 < probe["ci95"][1] and probe["verdict"] == "within the interval"
+
+
+def test_the_paired_interval_resamples_seeds_and_images_together() -> None:
+    from edge_ssl.stats import paired_bootstrap
+
+    assert paired_bootstrap(np.zeros((3, 100))) == (0.0, 0.0)
+    # The same images right and wrong for both methods: no difference, however noisy each is.
+    shared = np.random.default_rng(1).random((3, 100)) < 0.5
+    assert paired_bootstrap(shared.astype(float) - shared) == (0.0, 0.0)
+    # One seed far from the others widens the interval: seeds are resampled, not pooled.
+    steady = np.full((3, 100), 10.0)
+    spread = np.vstack([np.full(100, 0.0), np.full(100, 10.0), np.full(100, 20.0)])
+    assert paired_bootstrap(steady) == (10.0, 10.0)
+    low, high = paired_bootstrap(spread)
+    assert low < 5 and high > 15

@@ -109,6 +109,7 @@ class MethodResult:
     stage: StageResult | None = None
     model: keras.Model | None = None
     collapsed: bool = False  # predicted one class for every test image
+    predicted: np.ndarray | None = None  # int [N]: the class predicted for each test image
 
 
 def scored(method: str, predicted: np.ndarray, data: Labelled, stage: StageResult | None = None,
@@ -118,7 +119,8 @@ def scored(method: str, predicted: np.ndarray, data: Labelled, stage: StageResul
     is a failure to report, not an accuracy."""
     test_y = data.test[1]
     collapsed = data.num_classes > 1 and len(np.unique(predicted)) == 1
-    return MethodResult(method, Rate.of(predicted == test_y), stage, model, collapsed)
+    return MethodResult(method, Rate.of(predicted == test_y), stage, model, collapsed,
+                        np.asarray(predicted))
 
 
 def fit_arrays(data: Labelled) -> tuple[np.ndarray, np.ndarray]:

@@ -31,7 +31,7 @@ from edge_ssl.options import (
     to_json,
     with_default,
 )
-from edge_ssl.stats import Rate
+from edge_ssl.stats import Rate, paired_bootstrap
 from edge_ssl.train.config import FinetuneOptions, Schedule, load_run_config
 from edge_ssl.train.method_names import (
     COLOUR,
@@ -183,6 +183,7 @@ def run_study(config: StudyConfig, out: Path) -> dict[str, Any]:
         "run": str(config.run), "labels": list(source.labels),
         "test_set": TEST_SETS[source.kind], "test_images": int(len(test_y)),
         "labelled_images_per_class": np.bincount(train_y).tolist(),
+        "test_labels": test_y.tolist(),
         "skipped_files": skipped.messages, "cells": cells}
     for seed in range(config.seeds):
         order = _class_orders(train_y, seed)
@@ -200,16 +201,17 @@ def run_study(config: StudyConfig, out: Path) -> dict[str, Any]:
                     "labels_per_class": int(np.bincount(train_y[chosen]).min()),
                     "seconds": round(time.perf_counter() - start, 1),
                     "results": {m: {**r.test.to_json(), "collapsed": r.collapsed,
-                                    **({"epochs_run": r.stage.epochs_run} if r.stage else {})}
+                                    **({"epochs_run": r.stage.epochs_run} if r.stage else {}),
+                                    "predictions": np.asarray(r.predicted).tolist()}
                                 for m, r in results.items()}}
             cells.append(cell)
             study["summary"] = summarise(cells, config.methods)
-            study["margins"] = margins(study["summary"])
+            study["margins"] = margins(study["summary"], cells, test_y)
             write_json(out / STUDY_FILE, study)
             log.info(_cell_line(cell))
             keras.utils.clear_session()
     study["summary"] = summarise(cells, config.methods)
-    study["margins"] = margins(study["summary"])
+    study["margins"] = margins(study["summary"], cells, test_y)
     study["complete"] = True
     write_json(out / STUDY_FILE, study)
     plots.save_label_efficiency(study["summary"], TITLES,
@@ -272,11 +274,19 @@ def summarise(cells: list[dict[str, Any]], method_names: tuple[str, ...]) -> dic
     return summary
 
 
-def margins(summary: dict[str, Any]) -> dict[str, Any]:
-    """Per SSL method and budget: its mean accuracy minus the best baseline's (the highest mean
-    of the baselines that ran and learned), in points, and whether their pooled 95 % intervals
-    are apart ("above", "below") or overlap ("within the intervals"). The question the study
-    asks, answered in one number a reader cannot misread for a single method's score."""
+def margins(summary: dict[str, Any], cells: list[dict[str, Any]] | None = None,
+            test_labels: np.ndarray | None = None) -> dict[str, Any]:
+    """Per SSL method and budget: its margin over the best baseline (the highest mean of the
+    baselines that ran and learned), in points, and a verdict.
+
+    With the cells' per-image predictions, the margin is paired: every seed's per-image
+    correctness of the two methods on the same labels and test images, their difference
+    resampled over seeds and images together (stats.paired_bootstrap); `ci95` is its 95 %
+    interval and the verdict is "above" or "below" when it excludes 0, else "within the
+    interval". Cells saved before predictions were kept compare the two means, with "above" or
+    "below" where their pooled intervals are apart ("within the intervals" else). The question
+    the study asks, in one number a reader cannot misread for a single method's score.
+    """
     out: dict[str, Any] = {}
     for method in (m for m in SSL_METHODS if m in summary):
         rows = {}
@@ -286,14 +296,37 @@ def margins(summary: dict[str, Any]) -> dict[str, Any]:
             if row["mean"] is None or not scored:
                 continue
             best = max(scored, key=lambda b: summary[b][budget]["mean"])
-            own, theirs = row["pooled"]["ci95"], summary[best][budget]["pooled"]["ci95"]
-            verdict = ("above" if own[0] > theirs[1] else "below" if own[1] < theirs[0]
-                       else "within the intervals")
-            rows[budget] = {"best_baseline": best,
-                            "points": round(row["mean"] - summary[best][budget]["mean"], 2),
-                            "verdict": verdict}
+            paired = (None if cells is None or test_labels is None
+                      else _paired_correctness(cells, budget, method, best, test_labels))
+            if paired is None:
+                own, theirs = row["pooled"]["ci95"], summary[best][budget]["pooled"]["ci95"]
+                verdict = ("above" if own[0] > theirs[1] else "below" if own[1] < theirs[0]
+                           else "within the intervals")
+                rows[budget] = {"best_baseline": best,
+                                "points": round(row["mean"] - summary[best][budget]["mean"], 2),
+                                "verdict": verdict}
+                continue
+            difference = 100.0 * (paired[0].astype(float) - paired[1])
+            low, high = paired_bootstrap(difference)
+            rows[budget] = {"best_baseline": best, "points": round(float(difference.mean()), 2),
+                            "ci95": [round(low, 2), round(high, 2)], "paired": True,
+                            "verdict": "above" if low > 0 else "below" if high < 0
+                            else "within the interval"}
         out[method] = rows
     return out
+
+
+def _paired_correctness(cells: list[dict[str, Any]], budget: str, method: str, baseline: str,
+                        test_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-image correctness `[seeds, images]` of `method` and `baseline` at `budget`, over the
+    seeds that ran both; None when a cell kept no predictions."""
+    rows = [c["results"] for c in cells if c["budget"] == budget
+            and method in c["results"] and baseline in c["results"]]
+    if not rows or any("predictions" not in r[m] for r in rows for m in (method, baseline)):
+        return None
+    own, theirs = (np.array([np.asarray(r[m]["predictions"]) == test_labels for r in rows])
+                   for m in (method, baseline))
+    return own, theirs
 
 
 def _cell_line(cell: dict[str, Any]) -> str:

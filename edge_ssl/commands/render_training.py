@@ -97,18 +97,19 @@ def print_study(result: dict[str, Any]) -> None:
         return
     table = Table(title="does the pretext pay? points above (+) or below (−) the baseline with "
                         "the highest mean", box=box.SIMPLE_HEAD, padding=(0, 0),
-                  caption="▲ ▼ where their pooled 95 % intervals do not overlap; shallow: from "
-                          "scratch, cut early; random: random-init probe")
+                  caption="▲ ▼ where the paired 95 % interval (seeds and test images "
+                          "resampled together; study.json) excludes 0; shallow: from scratch, cut "
+                          "early; random: random-init probe")
     table.add_column("labels per class")
     for budget in budgets:
         table.add_column(budget, justify="right")
     best = {b: rows[b]["best_baseline"] for rows in margins.values() for b in rows}
     table.add_row("best baseline", *(SHORT_TITLES[best[b]] if b in best else "—"
                                      for b in budgets))
-    marks = {"above": " ▲", "below": " ▼", "within the intervals": ""}
+    marks = {"above": " ▲", "below": " ▼"}
     for method, rows in margins.items():
         table.add_row(f"{TITLES[method]} − best baseline", *(
-            f"{rows[b]['points']:+.1f}{marks[rows[b]['verdict']]}" if b in rows else "—"
+            f"{rows[b]['points']:+.1f}{marks.get(rows[b]['verdict'], '')}" if b in rows else "—"
             for b in budgets), style="bold" if method == SSL_FINETUNE else None)
     console.print(accuracy, table)
 
