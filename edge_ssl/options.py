@@ -50,7 +50,6 @@ class Option:
         text: field value → the text `parse` reads, for the default shown in the help.
         minimum: the smallest value the command line accepts.
         must_exist: a path that must exist (and be a file) when given.
-        negatable: a flag that also has a negative form, as `--progress/--no-progress`.
         show_default: whether the help shows the default.
     """
 
@@ -63,7 +62,6 @@ class Option:
     text: Callable[[Any], str] | None = None
     minimum: int | None = None
     must_exist: bool = False
-    negatable: bool = False
     show_default: bool = True
 
 

@@ -119,8 +119,6 @@ def _typer_parameter(hint: Any, default: Any, declared: Option, spelled: str
         info: Any = typer.Argument(**settings)
     else:
         decls = [spelled]
-        if declared.negatable:  # `--progress` also as `--no-progress`
-            decls[0] = f"{spelled}/{spelled[:2]}no-{spelled[2:]}"
         if declared.short:
             decls.append(declared.short)
         if declared.metavar:
