@@ -106,12 +106,13 @@ def test_input_pipeline(source: str, finetune_model: Any, labelled_files: ImageS
         images = ImageSet(pixels=pixels, labels=labels)
 
     waiting: list[float] = []  # per epoch: seconds waiting for input / seconds in all
+    steps = -(-len(images) // settings.train_batch)  # one pass over the images
 
     def epoch() -> None:
         start = time.perf_counter()
         batches = iter(pipeline.labelled_train_dataset(
             pipeline.image_dataset(images, settings.image_size, skipped), settings.train_batch,
-            seed=0, num_images=len(images)))
+            seed=0, num_images=len(images)).take(steps))
         waited = 0.0
         while True:
             asked = time.perf_counter()
@@ -122,7 +123,6 @@ def test_input_pipeline(source: str, finetune_model: Any, labelled_files: ImageS
             finetune_model.train_on_batch(*batch)
         waiting.append(waited / (time.perf_counter() - start))
 
-    steps = -(-len(images) // settings.train_batch)
     benchmark.extra_info.update(source=source, files=len(images), steps=steps,
                                 batch_size=settings.train_batch, threads=settings.threads)
     measure(f"pipeline-{source}", epoch, items=len(images), warmup=1, rounds=settings.rounds)

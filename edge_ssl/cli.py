@@ -17,6 +17,7 @@ from edge_ssl.commands import (
     export,
     finetune,
     study,
+    study_summary,
     train,
 )
 from edge_ssl.commands.help_format import HelpFormat, HelpFormatGroup
@@ -33,6 +34,7 @@ app.command("demo", cls=HelpFormat)(demo.demo)
 app.command("train", cls=HelpFormat)(train.train)
 app.command("finetune", cls=HelpFormat)(finetune.finetune)
 app.command("study", cls=HelpFormat)(study.study)
+app.command("study-summary", cls=HelpFormat)(study_summary.study_summary)
 app.command("demo-data", cls=HelpFormat)(demo_data.demo_data)
 app.command("export", cls=HelpFormat)(export.export)
 app.command("classify", cls=HelpFormat)(classify.classify)

@@ -6,6 +6,7 @@ numpy only, so that the runtime (`edge-ssl evaluate`) and export share one defin
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,13 +89,25 @@ def paired_bootstrap(differences: np.ndarray, rounds: int = 2000, seed: int = 0
     share (the same images are easy or hard for both). Its width is honest for a few seeds and a
     hundred images, where pooling seeds × images as independent trials is not.
     """
-    differences = np.asarray(differences, dtype=np.float64)
-    seeds, images = differences.shape
+    return paired_bootstrap_mean([differences], rounds, seed)
+
+
+def paired_bootstrap_mean(groups: Sequence[np.ndarray], rounds: int = 2000, seed: int = 0
+                          ) -> tuple[float, float]:
+    """95 % percentile interval of the mean over `groups` (e.g. pairs of classes) of each
+    group's mean difference `[seeds, images]`: every round resamples each group's seeds and
+    images as `paired_bootstrap` does, and averages the groups. The interval is about these
+    groups, weighted equally; it says nothing of pairs that were not measured."""
+    matrices = [np.asarray(d, dtype=np.float64) for d in groups]
     rng = np.random.default_rng(seed)
     means = np.empty(rounds)
     for r in range(rounds):
-        rows = rng.integers(0, seeds, seeds)
-        columns = rng.integers(0, images, images)
-        means[r] = differences[np.ix_(rows, columns)].mean()
+        total = 0.0
+        for differences in matrices:
+            seeds, images = differences.shape
+            rows = rng.integers(0, seeds, seeds)
+            columns = rng.integers(0, images, images)
+            total += differences[np.ix_(rows, columns)].mean()
+        means[r] = total / len(matrices)
     low, high = np.percentile(means, [2.5, 97.5])
     return float(low), float(high)

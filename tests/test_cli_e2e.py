@@ -16,10 +16,12 @@ from edge_ssl.cli import app  # noqa: E402
 
 runner = CliRunner()
 TINY = ["--width", "0.35", "--image-size", "32", "--pretext-epochs", "1", "--finetune-epochs",
-        "1"]
+        "1", "--finetune-steps", "0"]
 ARTIFACTS = [C.CONFIG_FILE, C.PRETEXT_MODEL, C.CLASSIFIER_MODEL, C.BASELINE_MODEL,
              C.BASELINE_SHALLOW_MODEL, C.HISTORY_PRETEXT, C.HISTORY_FINETUNE,
-             C.HISTORY_BASELINE, C.HISTORY_BASELINE_SHALLOW, C.CURVES_PNG, C.SAMPLES_PNG,
+             C.HISTORY_BASELINE, C.HISTORY_BASELINE_SHALLOW, C.ROTATION_CLASSIFIER_MODEL,
+             C.ROTATION_BASELINE_MODEL, C.HISTORY_FINETUNE_ROTATION, C.HISTORY_BASELINE_ROTATION,
+             C.CURVES_PNG, C.SAMPLES_PNG,
              C.REPORT_FILE, C.HELDOUT_FILE, C.METHODS_PNG]
 
 
@@ -53,10 +55,10 @@ def test_piped_output_has_one_line_per_epoch_and_no_progress_bar(
     output = trained[1]
     # Keras' verbose=2 ends each epoch with one "2/2 - 3s - 1s/step - loss: ..." line, and
     # verbose=1 would redraw "1/2 ━━━━━━━━━━ 0s 1s/step" every batch. One epoch each: pretext,
-    # fine-tune, from scratch, from scratch shallow.
+    # fine-tune, fine-tune + rotation, from scratch + rotation, from scratch, shallow.
     epoch_lines = re.findall(r"^\d+/\d+ - .*loss: ", output, re.MULTILINE)
     assert "each batch of 8 trains as 2 micro-batches of 4 with accumulated gradients" in output
-    assert len(epoch_lines) == 4, output
+    assert len(epoch_lines) == 6, output
     assert not re.search(r"\d+/\d+ +━", output) and "\r" not in output, output
 
 
@@ -73,13 +75,14 @@ def test_train_writes_every_artifact(run: Path) -> None:
     step = report["pretext"]["step"]
     assert (step["micro_batch"], step["gradient_accumulation_steps"]) == (4, 2)
     assert step["step_activations_mb"] <= step["step_memory_budget_mb"] == 4.0
-    assert set(report["methods"]) == {"ssl_finetune", "ssl_probe", "scratch", "scratch_shallow",
-                                      "random_probe", "colour"}
+    assert set(report["methods"]) == {"ssl_finetune", "s4l_finetune", "ssl_probe", "s4l_scratch",
+                                      "scratch", "scratch_shallow", "random_probe",
+                                      "tiny_images", "colour"}
     for result in report["methods"].values():
         assert result["test"]["n"] == 4  # the separately drawn demo test scenes
         low, high = result["test"]["ci95"]
         assert low <= result["test"]["percent"] <= high
-    for method in ("ssl_finetune", "scratch", "scratch_shallow"):
+    for method in ("ssl_finetune", "s4l_finetune", "s4l_scratch", "scratch", "scratch_shallow"):
         assert report["methods"][method]["epochs_run"] == 1
         assert report["methods"][method]["images_per_second"] > 0
     assert report["protocol"]["schedule"] == "fixed"  # 8 labels per class: too few to split
@@ -102,7 +105,8 @@ def test_finetune_reuses_the_pretext_and_refuses_a_cut_past_its_end(run: Path,
                 "block_9_add" in message and "--pretext-depth full" in message)
     assert not runs.exists() and not (run / "studies" / "past").exists()
     done = runner.invoke(app, ["finetune", str(run), "--cut", "block_5_add", "--finetune-epochs",
-                               "1", "--head-epochs", "0", "--finetune-batchnorm", "train",
+                               "1", "--finetune-steps", "3", "--head-epochs", "0",
+                               "--finetune-batchnorm", "train",
                                "--runs-dir", str(runs), "--name", "ft"])
     assert done.exit_code == 0, done.output
     config = json.loads((runs / "ft" / C.CONFIG_FILE).read_text())["config"]
@@ -168,7 +172,8 @@ def test_readme_demo_as_shipped_learns(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_study_command_prints_the_margins_and_guards_its_folder(run: Path) -> None:
     args = ["study", str(run), "--budgets", "2,4", "--seeds", "1", "--methods",
-            "ssl_finetune,ssl_probe,colour", "--finetune-epochs", "1", "--head-epochs", "0",
+            "ssl_finetune,ssl_probe,colour", "--finetune-epochs", "1", "--finetune-steps", "3",
+            "--head-epochs", "0",
             "--name", "cli"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output

@@ -32,8 +32,8 @@ from edge_ssl.stats import Rate  # noqa: E402
 from edge_ssl.train import demo_data, distribute  # noqa: E402
 from edge_ssl.train.config import StrategyName  # noqa: E402
 
-TINY = ["--width", "0.35", "--image-size", "32", "--batch-size", "8", "--pretext-epochs", "1",
-        "--finetune-epochs", "1"]
+TINY = ["--width", "0.35", "--image-size", "32", "--batch-size", "8", "--finetune-steps", "0",
+        "--pretext-epochs", "1", "--finetune-epochs", "1"]
 # Restores Python's Ctrl-C handler (a background test runner ignores SIGINT in its children).
 START = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
          "from edge_ssl.cli import main; main()")

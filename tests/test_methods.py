@@ -20,7 +20,8 @@ from edge_ssl.train.model import ModelSpec, build_classifier, build_model  # noq
 from edge_ssl.train.monitor import KnnMonitor  # noqa: E402
 
 SPEC = ModelSpec(image_size=32, width=0.35, bn_momentum=0.9)
-OPTIONS = FinetuneOptions(cut="block_9_add", finetune_epochs=2, learning_rate=1e-3, head_epochs=0,
+OPTIONS = FinetuneOptions(cut="block_9_add", finetune_epochs=2, finetune_steps=0,
+                          learning_rate=1e-3, head_epochs=0,
                           finetune_batchnorm=FinetuneBatchNorm.train)
 SETTINGS = methods.FitSettings(OPTIONS, patience=5, lr_patience=2, batch_size=8, seed=0)
 
@@ -313,8 +314,9 @@ def test_study_writes_every_cell_and_the_plot(tmp_path: Path) -> None:
 
     run = create_run_dir(tmp_path / "runs", "pre", overwrite=False)
     train(TrainConfig(demo_per_class=16, image_size=32, width=0.35, batch_size=8,
-                      pretext_epochs=1, finetune_epochs=1), run)
+                      pretext_epochs=1, finetune_epochs=1, finetune_steps=0), run)
     config = StudyConfig(run=run, budgets=(2, 4), seeds=2, finetune_epochs=1, head_epochs=1,
+                         finetune_steps=4,
                          methods=("ssl_finetune", "ssl_probe", "colour"))
     older = {k: v for k, v in config.to_json().items()
              if k not in ("head_epochs", "finetune_batchnorm")}

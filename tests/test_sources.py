@@ -77,6 +77,20 @@ def test_folder_source_respects_classes_and_labels_per_class(folder_tree: Path) 
     assert again.train.paths == source.train.paths  # seeded
 
 
+def test_the_tasks_spare_images_are_its_unlabelled_training_images(folder_tree: Path) -> None:
+    """What a rotation loss may use during the fine-tune: the training images whose labels
+    --labels-per-class set aside and the unlabeled folder, never a test image."""
+    every = load_source(TrainConfig(data=folder_tree))
+    assert {p.name for p in every.spare.paths} == {"u0.png", "u1.png", "u2.png"}
+    source = load_source(TrainConfig(data=folder_tree, labels_per_class=2))
+    spare = set(source.spare.paths)
+    assert source.spare.labels is None and len(spare) == len(source.spare)
+    assert spare == (set(every.train.paths) - set(source.train.paths)) | set(every.spare.paths)
+    assert not spare & set(source.test.paths)
+    demo = load_source(TrainConfig(demo_per_class=6, image_size=32, labels_per_class=2))
+    assert demo.spare.pixels is not None and len(demo.spare) == 2 * 6 - 4
+
+
 def test_unknown_class_suggests_closest(folder_tree: Path) -> None:
     with pytest.raises(DataError, match=r"unknown class 'dgo'.*'dog'"):
         load_source(TrainConfig(data=folder_tree, classes=("cat", "dgo")))

@@ -21,7 +21,7 @@ from edge_ssl.train.environment import keras_verbosity  # noqa: E402
 from edge_ssl.train.pretext_stage import rotation_rate  # noqa: E402
 from edge_ssl.train.run import train  # noqa: E402
 
-TINY = dict(demo_per_class=8, image_size=32, width=0.35, batch_size=8)
+TINY = dict(demo_per_class=8, image_size=32, width=0.35, batch_size=8, finetune_steps=0)
 
 
 class Interrupt(keras.callbacks.Callback):
@@ -120,7 +120,7 @@ def test_nan_in_the_first_epoch_writes_no_model(tmp_path: Path) -> None:
 def test_pretext_learns_rotation_well_above_chance(tmp_path: Path) -> None:
     """The pretext really learns: held-out rotation accuracy, in inference mode, > 0.6."""
     config = TrainConfig(demo_per_class=150, image_size=32, width=0.35, pretext_epochs=2,
-                         finetune_epochs=1)
+                         finetune_epochs=1, finetune_steps=0)
     run = create_run_dir(tmp_path / "runs", "learn", overwrite=False)
     report = train(config, run)
     assert report["pretext"]["heldout_rotation"]["percent"] > 60, report["pretext"]

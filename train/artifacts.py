@@ -27,9 +27,13 @@ GATE_IMAGES = 1000  # other training images on which export decides INT8/FP16 (n
 # ±1-point interval (8,000 rotated samples), and bounded however big the folder is.
 MAX_HELDOUT_PRETEXT = 2000
 MODEL_FILES = {names.SSL_FINETUNE: C.CLASSIFIER_MODEL, names.SCRATCH: C.BASELINE_MODEL,
-               names.SCRATCH_SHALLOW: C.BASELINE_SHALLOW_MODEL}
+               names.SCRATCH_SHALLOW: C.BASELINE_SHALLOW_MODEL,
+               names.S4L_FINETUNE: C.ROTATION_CLASSIFIER_MODEL,
+               names.S4L_SCRATCH: C.ROTATION_BASELINE_MODEL}
 HISTORY_FILES = {names.SSL_FINETUNE: C.HISTORY_FINETUNE, names.SCRATCH: C.HISTORY_BASELINE,
-                 names.SCRATCH_SHALLOW: C.HISTORY_BASELINE_SHALLOW}
+                 names.SCRATCH_SHALLOW: C.HISTORY_BASELINE_SHALLOW,
+                 names.S4L_FINETUNE: C.HISTORY_FINETUNE_ROTATION,
+                 names.S4L_SCRATCH: C.HISTORY_BASELINE_ROTATION}
 TEST_SETS = {"tiny-imagenet": "Tiny ImageNet val/ (the official validation images)",
              "folder": "the held-out 20 % of each class folder",
              "demo": "separately drawn demo scenes"}

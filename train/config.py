@@ -87,6 +87,15 @@ class StrategyName(str, Enum):
 
 
 DEFAULT_HEAD_EPOCHS = 10  # runs saved before the option had none (see TrainConfig.from_dict)
+# Every network method's fine-tune takes at least this many optimizer steps, whatever the number
+# of labels: at 50 labels per class one pass an epoch gave 160 steps in all, too few for a network
+# trained from scratch to show what the labels can do. A multiple of 200, so that the default 40
+# epochs and the SSL fine-tune's 10 + 40 both split it into whole steps per epoch.
+DEFAULT_FINETUNE_STEPS = 1000
+
+
+# What a fine-tune saved before the step budget and weight decay existed did.
+LEGACY_FINETUNE = {"finetune_steps": 0, "weight_decay": 0.0}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,6 +121,14 @@ class FinetuneOptions:
         f"class gives the split at least {MIN_SELECTION_PER_CLASS} images.", "MODE", TRAINING)
     selection_fraction: float = option(
         0.2, "Share of each class's labelled images in the selection split.", "F", TRAINING)
+    finetune_steps: int = option(
+        DEFAULT_FINETUNE_STEPS, "Fewest optimizer steps of every network fine-tune, the same "
+        "whatever the number of labels: the labelled images repeat, re-augmented each pass, and "
+        "the steps spread evenly over the epochs (head-only ones included); 0: one pass over "
+        "the labels an epoch.", "N", TRAINING)
+    weight_decay: float = option(
+        0.0, "Decoupled weight decay of every network fine-tune (AdamW); 0 for none.", "WD",
+        TRAINING)
 
     def __post_init__(self) -> None:
         def bad(name: str, allowed: str) -> ConfigError:
@@ -127,6 +144,10 @@ class FinetuneOptions:
             raise bad("learning_rate", "use a positive value such as 1e-3")
         if not 0.0 < self.selection_fraction < 1.0:
             raise bad("selection_fraction", "use a fraction between 0 and 1, e.g. 0.2")
+        if self.finetune_steps < 0:
+            raise bad("finetune_steps", "use 0 (one pass over the labels an epoch) or more")
+        if self.weight_decay < 0:
+            raise bad("weight_decay", "use 0 (none) or a small positive value such as 1e-4")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -252,9 +273,10 @@ class TrainConfig(FinetuneOptions):
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         # Runs saved before an option existed keep what they did: no head-only epochs, the
-        # BatchNorm layers trained with the rest, and a pretext over all of MobileNetV2.
+        # BatchNorm layers trained with the rest, a pretext over all of MobileNetV2, one pass
+        # over the labels an epoch and no weight decay.
         return from_json(cls, values, legacy={"head_epochs": 0, "finetune_batchnorm": "train",
-                                              "pretext_top": None})
+                                              "pretext_top": None, **LEGACY_FINETUNE})
 
     @classmethod
     def from_json(cls, text: str) -> TrainConfig:

@@ -29,6 +29,8 @@ from edge_ssl.train.stages import finish_stage
 
 log = logging.getLogger(__name__)
 
+MAX_SPARE_IMAGES = 5000  # the task's unlabelled images a rotation-loss fine-tune decodes
+
 
 @dataclass(frozen=True)
 class Task:
@@ -82,12 +84,17 @@ def train_methods(session: Session, source: Source, task: Task, pretext: keras.M
     """The SSL fine-tune and, with --baseline, every other method, into `report["methods"]`,
     saved after each; methods already in a resumed run's report are kept."""
     config, run = session.config, session.run
+    wanted = [names.SSL_FINETUNE] + ([m for m in names.METHODS if m != names.SSL_FINETUNE]
+                                     if config.baseline else [])
+    spare = None
+    if set(wanted) & set(names.WITH_ROTATION) and len(source.spare):
+        # Enough for the rotation loss's variety, bounded in memory however big the folder.
+        order = np.random.default_rng(config.seed).permutation(len(source.spare))
+        spare = session.decode(source.spare.take(order[:MAX_SPARE_IMAGES]), "unlabelled")
     data = methods.Labelled(
         fit=pipeline.image_dataset(task.fit, config.image_size, session.skipped),
         fit_size=len(task.fit), selection=task.selection, test=task.test,
-        num_classes=len(source.labels))
-    wanted = [names.SSL_FINETUNE] + ([m for m in names.METHODS if m != names.SSL_FINETUNE]
-                                     if config.baseline else [])
+        num_classes=len(source.labels), unlabelled=spare)
     settings = fit_settings(config, session.verbosity)
     log.info("Stage 2: fine-tune on %d labelled images of %d classes (%s schedule%s%s%s), "
              "tested on %d images", len(task.fit), len(source.labels), task.schedule.value,
@@ -110,7 +117,9 @@ def train_methods(session: Session, source: Source, task: Task, pretext: keras.M
     plots.save_curves({name: plots.read_history(run / f) for name, f in (
         ("pretext", C.HISTORY_PRETEXT), ("fine-tune", C.HISTORY_FINETUNE),
         ("from scratch", C.HISTORY_BASELINE),
-        ("from scratch, shallow", C.HISTORY_BASELINE_SHALLOW))}, run / C.CURVES_PNG)
+        ("from scratch, shallow", C.HISTORY_BASELINE_SHALLOW),
+        ("fine-tune + rotation", C.HISTORY_FINETUNE_ROTATION),
+        ("from scratch + rotation", C.HISTORY_BASELINE_ROTATION))}, run / C.CURVES_PNG)
     if config.baseline:
         plots.save_methods(results, names.TITLES, report["protocol"]["test_set"],
                            run / C.METHODS_PNG)

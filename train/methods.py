@@ -1,15 +1,20 @@
-"""Six ways to turn the same labelled images into a classifier, measured on the same test images.
+"""Nine ways to turn the same labelled images into a classifier, measured on the same test images.
 
-A sceptic's question for each: (a) `ssl_finetune` — what the kit ships; (b) `ssl_probe` — do the
-frozen pretext features alone separate the classes; (c) `scratch` — what the labels buy without
-the pretext, same architecture; (c') `scratch_shallow` — the same from a network cut at
-SHALLOW_CUT, a size that suits a few labels better; (d) `random_probe` — the same probe on a
-random-init backbone: did the pretext learn anything at all; (e) `colour` — is a colour
-histogram already enough.
+A sceptic's question for each: (a) `ssl_finetune` — what the kit ships; (a') `s4l_finetune` —
+the same with the rotation loss on the task's images kept during the fine-tune (S4L); (b)
+`ssl_probe` — do the frozen pretext features alone separate the classes; (b') `s4l_scratch` —
+the rotation loss during the fine-tune without the pretext: how much of (a') is the pretext's;
+(c) `scratch` — what the labels buy without the pretext, same architecture; (c')
+`scratch_shallow` — the same from a network cut at SHALLOW_CUT, a size that suits a few labels
+better; (d) `random_probe` — the same probe on a random-init backbone: did the pretext learn
+anything at all; (e) `tiny_images` — a ridge classifier on the pixels of tiny thumbnails; (f)
+`colour` — is a colour histogram already enough. Every network method takes the same number of
+optimizer steps on the same labels (FitSettings.steps_per_epoch).
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -21,15 +26,17 @@ import numpy as np
 import tensorflow as tf
 
 from edge_ssl.stats import Rate
-from edge_ssl.train import pipeline, probe
+from edge_ssl.train import joint, pipeline, probe
 from edge_ssl.train.config import FinetuneBatchNorm, FinetuneOptions
 from edge_ssl.train.cuts import SHALLOW_CUT
 from edge_ssl.train.method_names import (
     COLOUR,
+    FROM_PRETEXT,
     RANDOM_PROBE,
     SCRATCH_SHALLOW,
-    SSL_FINETUNE,
     SSL_PROBE,
+    TINY_IMAGES,
+    WITH_ROTATION,
 )
 from edge_ssl.train.model import (
     BACKBONE_NAME,
@@ -55,6 +62,9 @@ class Labelled:
     selection: tuple[np.ndarray, np.ndarray] | None
     test: tuple[np.ndarray, np.ndarray]
     num_classes: int
+    # The task's images without labels (uint8 pixels), for the rotation loss of the S4L methods
+    # beside the labelled ones; None or empty: the labelled images alone.
+    unlabelled: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -74,11 +84,28 @@ class FitSettings:
     def recipe(self) -> Recipe:
         """How every network method trains, whichever it is."""
         return Recipe(self.options.finetune_epochs, self.options.learning_rate, self.patience,
-                      self.lr_patience)
+                      self.lr_patience, weight_decay=self.options.weight_decay)
+
+    def epochs(self, method: str) -> int:
+        """Every epoch `method` trains: its head-only ones first, if any, then the rest."""
+        head = self.options.head_epochs if self.head_first(method) else 0
+        return head + self.options.finetune_epochs
+
+    def steps_per_epoch(self, method: str, fit_size: int) -> int:
+        """Optimizer steps in each of `method`'s epochs, so that every network method takes the
+        same number of steps on the same labels: `finetune_steps`, or `finetune_epochs` passes
+        over the labels when those are more, shared out over all of its epochs. With
+        `finetune_steps` 0 an epoch is one pass over the labels, as before the budget existed."""
+        passes = math.ceil(fit_size / self.batch_size)
+        if self.options.finetune_steps == 0:
+            return passes
+        total = max(self.options.finetune_steps, self.options.finetune_epochs * passes)
+        return math.ceil(total / self.epochs(method))
 
     def frozen(self, method: str) -> bool:
-        """`--freeze backbone` holds only the SSL fine-tune's backbone; scratch always trains."""
-        return self.freeze_backbone and method == SSL_FINETUNE
+        """`--freeze backbone` holds only the backbones the pretext trained; scratch always
+        trains."""
+        return self.freeze_backbone and method in FROM_PRETEXT
 
     def cut_for(self, method: str) -> str:
         """The layer `method`'s backbone is cut at: SHALLOW_CUT for the shallow from-scratch
@@ -86,18 +113,18 @@ class FitSettings:
         return SHALLOW_CUT if method == SCRATCH_SHALLOW else self.options.cut
 
     def head_first(self, method: str) -> bool:
-        """Whether `method` trains its head alone before every layer: only the SSL fine-tune,
-        and only when its backbone will train afterwards. From scratch there is nothing to keep,
-        and a head fitted to random features first measured worse."""
-        return (self.options.head_epochs > 0 and method == SSL_FINETUNE
+        """Whether `method` trains its head alone before every layer: only the SSL fine-tunes,
+        and only when their backbone will train afterwards. From scratch there is nothing to
+        keep, and a head fitted to random features first measured worse."""
+        return (self.options.head_epochs > 0 and method in FROM_PRETEXT
                 and not self.frozen(method))
 
     def batchnorm_frozen(self, method: str) -> bool:
         """Whether `method`'s BatchNorm layers keep their statistics, scale and shift while the
-        backbone trains: only the SSL fine-tune's, whose statistics the pretext estimated on
+        backbone trains: only the SSL fine-tunes', whose statistics the pretext estimated on
         thousands of images. A random-init network has no statistics worth keeping."""
         frozen = self.options.finetune_batchnorm is FinetuneBatchNorm.frozen
-        return frozen and method == SSL_FINETUNE and not self.frozen(method)
+        return frozen and method in FROM_PRETEXT and not self.frozen(method)
 
 
 @dataclass(frozen=True)
@@ -146,6 +173,16 @@ def colour_floor(data: Labelled) -> MethodResult:
     return scored(COLOUR, predicted, data)
 
 
+def tiny_images(data: Labelled) -> MethodResult:
+    """A ridge probe on the raw pixels of thumbnails, at the size (probe.TINY_SIDES) that its
+    leave-one-out accuracy on the labelled images prefers: the cheapest learned feature."""
+    pixels, labels = labelled_probe_data(data)
+    side = probe.best_thumbnail_side(pixels, labels)
+    predicted = probe.linear_probe(probe.thumbnails(pixels, side), labels,
+                                   probe.thumbnails(data.test[0], side))
+    return scored(TINY_IMAGES, predicted, data)
+
+
 def probe_backbone(method: str, model: keras.Model, cut: str, data: Labelled) -> MethodResult:
     """A ridge probe on the frozen, pooled features of `model`'s backbone at `cut`."""
     pixels, labels = labelled_probe_data(data)
@@ -170,10 +207,12 @@ def train_network(method: str, source: keras.Model, data: Labelled, settings: Fi
     `resumable`: back up after every epoch so that an interrupted fit goes on (see fit_stage)."""
     keras.utils.set_random_seed(settings.seed)
     recipe = settings.recipe
-    model = build_classifier(copy_model(source), settings.cut_for(method), data.num_classes,
+    network = copy_model(source)
+    model = build_classifier(network, settings.cut_for(method), data.num_classes,
                              freeze_backbone=settings.frozen(method))
     train = pipeline.labelled_train_dataset(data.fit, settings.batch_size, settings.seed,
                                             data.fit_size)
+    steps = settings.steps_per_epoch(method, data.fit_size)
     selection = (pipeline.labelled_eval_dataset(*data.selection, settings.batch_size)
                  if data.selection is not None else None)
     if settings.head_first(method):
@@ -185,7 +224,8 @@ def train_network(method: str, source: keras.Model, data: Labelled, settings: Fi
                        learning_rate=recipe.learning_rate * HEAD_LR_FACTOR)
         fit_stage(model, train, None, head,
                   Checkpoints(checkpoint_dir / "head", resumable=resumable),
-                  samples_per_batch=settings.batch_size, extra_callbacks=extra_callbacks)
+                  samples_per_batch=settings.batch_size, steps_per_epoch=steps,
+                  extra_callbacks=extra_callbacks)
         backbone.trainable = True
     if settings.batchnorm_frozen(method):
         # Batch statistics of a few labelled images are noisy and pull the layers away from
@@ -193,10 +233,18 @@ def train_network(method: str, source: keras.Model, data: Labelled, settings: Fi
         for layer in model.get_layer(BACKBONE_NAME).layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
+    fitted: keras.Model = model
+    if method in WITH_ROTATION:
+        # S4L: from here on every step adds the rotation loss on the task's images.
+        fit_pixels, _ = fit_arrays(data)
+        pool = (fit_pixels if data.unlabelled is None or not len(data.unlabelled)
+                else np.concatenate([fit_pixels, data.unlabelled]))
+        fitted = joint.JointRotation(model, joint.rotation_model(network, model))
+        train = joint.joint_dataset(train, pool, settings.batch_size, settings.seed)
     stage = fit_stage(
-        model, train, selection, recipe,
+        fitted, train, selection, recipe,
         Checkpoints(checkpoint_dir, history_path, resumable=resumable),
-        samples_per_batch=settings.batch_size, verbose=settings.verbose,
+        samples_per_batch=settings.batch_size, steps_per_epoch=steps, verbose=settings.verbose,
         extra_callbacks=extra_callbacks)
     fit_pixels, _ = fit_arrays(data)
     # Shuffled so that every batch mixes the classes, as the training batches did.
@@ -225,7 +273,10 @@ def measure(method: str, pretext: keras.Model, spec: ModelSpec, data: Labelled,
     if method == RANDOM_PROBE:
         return probe_backbone(method, random_init_network(spec, settings.seed + 1),
                               settings.options.cut, data)
-    source = pretext if method == SSL_FINETUNE else random_init_network(spec, settings.seed + 1)
+    if method == TINY_IMAGES:
+        return tiny_images(data)
+    source = (pretext if method in FROM_PRETEXT
+              else random_init_network(spec, settings.seed + 1))
     return train_network(method, source, data, settings, history_path, checkpoint_dir,
                          extra_callbacks, resumable)
 

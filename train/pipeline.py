@@ -305,11 +305,14 @@ def pretext_eval_dataset(pixels: np.ndarray, batch_size: int) -> tf.data.Dataset
 
 def labelled_train_dataset(images: tf.data.Dataset, batch_size: int, seed: int,
                            num_images: int) -> tf.data.Dataset:
-    """Shuffled, augmented labelled batches for the fine-tune."""
+    """Shuffled, augmented labelled batches for the fine-tune, without end: the labelled images
+    repeat, reshuffled and re-augmented every pass, and the caller says how many steps an epoch
+    takes (a few labels make a pass of one or two batches)."""
     augmenter = make_augmenter(seed + 100)
     size = int(images.element_spec[0].shape[0])
     return (images.shuffle(shuffle_buffer(num_images, size), seed=seed,
                            reshuffle_each_iteration=True)
+            .repeat()
             .batch(batch_size)
             .map(lambda x, y: (augment(augmenter, x), y))
             .prefetch(AUTOTUNE))

@@ -72,6 +72,8 @@ def save_curves(histories: dict[str, dict[str, list[float]]], path: Path) -> Non
                         label=f"{'held-out' if name == 'pretext' else 'selection'} {metric}")
             if metric == "accuracy" and KNN_COLUMN in h:
                 ax.plot(epochs, h[KNN_COLUMN], ":", label="kNN on labelled features")
+            if metric == "loss" and "rotation_loss" in h:  # a fine-tune with the rotation loss
+                ax.plot(epochs, h["rotation_loss"], "-.", label="train rotation loss")
             ax.set_title(f"{name}: {metric}", fontsize=10)
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -107,10 +109,17 @@ def save_methods(results: dict[str, dict[str, Any]], titles: dict[str, str], tes
 
 
 def save_label_efficiency(summary: dict[str, dict[str, dict[str, Any]]], titles: dict[str, str],
-                          subtitle: str, path: Path) -> None:
+                          subtitle: str, path: Path,
+                          margins: dict[str, dict[str, Any]] | None = None) -> None:
     """Mean test accuracy against labels per class (log x), one line per method, error bars of
-    one standard deviation over seeds."""
+    one standard deviation over seeds. With a single budget a line has one point, so the
+    methods stand side by side instead, with their intervals, beside the SSL methods' margins
+    over the best baseline with their paired intervals."""
     plt = _pyplot()
+    budgets = list(next(iter(summary.values())).keys()) if summary else []
+    if len(budgets) == 1:
+        _methods_side_by_side(plt, summary, margins or {}, budgets[0], titles, subtitle, path)
+        return
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for method, rows in summary.items():
         points = sorted((r["labels_per_class"], r["mean"], r["std"] or 0.0)
@@ -125,6 +134,66 @@ def save_label_efficiency(summary: dict[str, dict[str, dict[str, Any]]], titles:
     ax.set_title(subtitle, fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    write_with(path, lambda tmp: fig.savefig(tmp, dpi=110))
+    plt.close(fig)
+
+
+def _methods_side_by_side(plt: Any, summary: dict[str, Any], margins: dict[str, Any],
+                          budget: str, titles: dict[str, str], subtitle: str,
+                          path: Path) -> None:
+    rows = [(m, r[budget]) for m, r in summary.items() if r[budget]["mean"] is not None]
+    shifts = [(m, r[budget]) for m, r in margins.items() if budget in r and "ci95" in r[budget]]
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 0.45 * max(len(rows), 4) + 1.6),
+                             squeeze=False)
+    left, right = axes[0]
+    for y, (_, row) in enumerate(reversed(rows)):
+        low, high = row["pooled"]["ci95"]
+        left.errorbar(row["mean"], y, xerr=[[row["mean"] - low], [high - row["mean"]]],
+                      fmt="o", capsize=3, color="tab:blue")
+    left.set_yticks(range(len(rows)), [titles.get(m, m) for m, _ in reversed(rows)], fontsize=8)
+    left.set_xlabel("test accuracy %, mean over seeds (pooled 95 % interval)")
+    left.set_title(f"{subtitle}, {budget} labels per class", fontsize=9)
+    for y, (_, row) in enumerate(reversed(shifts)):
+        low, high = row["ci95"]
+        right.errorbar(row["points"], y, xerr=[[row["points"] - low], [high - row["points"]]],
+                       fmt="s", capsize=3, color="tab:green" if low > 0 else
+                       "tab:red" if high < 0 else "tab:gray")
+    right.set_yticks(range(len(shifts)), [titles.get(m, m) for m, _ in reversed(shifts)],
+                     fontsize=8)
+    right.axvline(0, color="black", linewidth=0.8)
+    right.set_xlabel("points above the best baseline (paired 95 % interval)")
+    right.set_title("margin over the best baseline", fontsize=9)
+    for ax in (left, right):
+        ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    write_with(path, lambda tmp: fig.savefig(tmp, dpi=110))
+    plt.close(fig)
+
+
+def save_pair_margins(summary: dict[str, Any], titles: dict[str, str], path: Path) -> None:
+    """Per SSL method and budget: each pair's margin over its best label-only baseline and the
+    mean over the pairs (diamond), each with its paired 95 % interval."""
+    plt = _pyplot()
+    lines: list[tuple[str, float, float, float, bool]] = []  # label, points, low, high, mean
+    several = len(summary["margins"]) > 1
+    for method, rows in summary["margins"].items():
+        for budget, row in rows.items():
+            for pair in row["pairs"]:
+                label = f"{titles.get(method, method)}: {pair['pair']}" if several else pair["pair"]
+                lines.append((label, pair["points"], *pair["ci95"], False))
+            lines.append((f"{titles.get(method, method)}, {budget} labels/class: mean",
+                          row["mean_points"], *row["ci95"], True))
+    fig, ax = plt.subplots(figsize=(8.4, 0.36 * len(lines) + 1.4))
+    for y, (_, points, low, high, mean) in enumerate(reversed(lines)):
+        ax.errorbar(points, y, xerr=[[points - low], [high - points]], fmt="D" if mean else "o",
+                    capsize=3, color="black" if mean else "tab:blue",
+                    markersize=7 if mean else 5)
+    ax.set_yticks(range(len(lines)), [label for label, *_ in reversed(lines)], fontsize=8)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("points above the best label-only baseline (paired 95 % interval)")
+    ax.set_title(f"{len(summary['pairs'])} pairs of classes", fontsize=9)
+    ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     write_with(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)

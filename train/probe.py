@@ -7,12 +7,15 @@ backbone), and is a trivial colour feature already enough (the colour floor).
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import numpy as np
 
 from edge_ssl.train.model import BACKBONE_NAME, predict
 
 COLOUR_BINS = 4  # per channel: 4 × 4 × 4 = 64 colour bins
+TINY_SIDES = (8, 16)  # thumbnail sides the tiny-image probe chooses from (192 or 768 numbers)
 PROBE_ALPHAS = np.logspace(-2, 4, 13)  # ridge strengths tried by leave-one-out on training data
 
 
@@ -22,6 +25,38 @@ def colour_histogram(pixels: np.ndarray, bins: int = COLOUR_BINS) -> np.ndarray:
     index = (quantised[..., 0] * bins + quantised[..., 1]) * bins + quantised[..., 2]
     counts = np.stack([np.bincount(i.ravel(), minlength=bins ** 3) for i in index])
     return (counts / counts.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def thumbnails(pixels: np.ndarray, side: int) -> np.ndarray:
+    """uint8 `[N, H, W, 3]` → `[N, side·side·3]` pixels of box-filtered side×side thumbnails."""
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(image).resize((side, side), Image.Resampling.BOX))
+                     for image in pixels]).reshape(len(pixels), -1).astype(np.float32)
+
+
+def best_thumbnail_side(pixels: np.ndarray, labels: np.ndarray) -> int:
+    """The side of TINY_SIDES whose thumbnails the ridge probe classifies best in a stratified
+    cross-validation on the labelled images alone (the smaller on a tie, and when a class has
+    a single image)."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    folds = min(5, int(np.bincount(labels).min()))
+    if folds < 2:
+        return TINY_SIDES[0]
+    splits = StratifiedKFold(folds, shuffle=True, random_state=0)
+    scores = {side: float(cross_val_score(_ridge(), thumbnails(pixels, side), labels,
+                                          cv=splits).mean()) for side in TINY_SIDES}
+    return max(TINY_SIDES, key=lambda side: (scores[side], -side))
+
+
+def _ridge() -> Any:
+    """Standardised features, then a ridge classifier whose strength leave-one-out picks."""
+    from sklearn.linear_model import RidgeClassifierCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), RidgeClassifierCV(alphas=PROBE_ALPHAS))
 
 
 def feature_extractor(model: keras.Model, layer: str) -> keras.Model:
@@ -48,14 +83,9 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) -
     The ridge strength is picked by leave-one-out on the training features alone, so the test
     images never influence the probe. scikit-learn's closed form takes well under a second.
     """
-    from sklearn.linear_model import RidgeClassifierCV
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     if len(np.unique(train_y)) < 2:
         raise ValueError("a linear probe needs labelled images of at least two classes")
-    probe = make_pipeline(StandardScaler(), RidgeClassifierCV(alphas=PROBE_ALPHAS))
-    return np.asarray(probe.fit(train_x, train_y).predict(test_x))
+    return np.asarray(_ridge().fit(train_x, train_y).predict(test_x))
 
 
 def knn_predict(train_x: np.ndarray, train_y: np.ndarray, query_x: np.ndarray,

@@ -60,6 +60,9 @@ class Source:
     train: ImageSet  # labelled, for the fine-tune (a selection split may be carved from it)
     test: ImageSet  # labelled, held out: measured once at the end, never used for a choice
     notes: tuple[str, ...] = field(default=())
+    # The task's images without labels, for a rotation loss during the fine-tune: the training
+    # images of its classes that --labels-per-class left out, and a folder's unlabeled images.
+    spare: ImageSet = field(default_factory=ImageSet)
 
     def summary(self) -> dict[str, object]:
         counts = np.bincount(self.train.labels, minlength=len(self.labels))  # type: ignore[arg-type]
@@ -213,6 +216,7 @@ def _folder(config: TrainConfig, root: Path) -> Source:
         "folder", tuple(names), ImageSet(paths=tuple(pretext)),
         ImageSet(paths=tuple(train_paths), labels=np.array(train_labels, np.int64)),
         ImageSet(paths=tuple(test_paths), labels=np.array(test_labels, np.int64)),
+        spare=ImageSet(paths=tuple(pretext[len(train_paths):])),
     )
 
 
@@ -246,8 +250,13 @@ def _limit_labels(source: Source, per_class: int, seed: int) -> Source:
             notes.append(f"class {name!r} has only {len(members)} labelled images, "
                          f"fewer than --labels-per-class {per_class}; using all of them")
         keep += rng.permutation(members)[:per_class].tolist()
+    left_out = source.train.take(np.setdiff1d(np.arange(len(labels)), keep)).unlabeled()
+    # A source holds its images either as files or as pixels (the demo), never both.
+    spare = (left_out if not len(source.spare) else
+             ImageSet(paths=left_out.paths + source.spare.paths) if left_out.pixels is None
+             else ImageSet(pixels=np.concatenate([left_out.pixels, source.spare.pixels])))
     return Source(source.kind, source.labels, source.pretext, source.train.take(sorted(keep)),
-                  source.test, tuple(notes))
+                  source.test, tuple(notes), spare)
 
 
 def _resolve_class(name: str, known: list[str], words: dict[str, str]) -> str:

@@ -100,6 +100,7 @@ class Recipe:
         cosine: cosine decay in ReduceLROnPlateau's place also when a selection set stops early.
         warmup: (starting rate, updates) of a linear warm-up to `learning_rate`.
         accumulation: micro-batches whose gradients the optimizer averages into one update.
+        weight_decay: decoupled weight decay (AdamW's), 0 for none.
     """
 
     epochs: int
@@ -109,6 +110,7 @@ class Recipe:
     cosine: bool = False
     warmup: tuple[float, int] | None = None
     accumulation: int = 1
+    weight_decay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,8 @@ def fit_stage(
     epochs, learning_rate, accumulation = recipe.epochs, recipe.learning_rate, recipe.accumulation
     model.compile(
         optimizer=keras.optimizers.Adam(
-            learning_rate, gradient_accumulation_steps=accumulation if accumulation > 1 else None),
+            learning_rate, weight_decay=recipe.weight_decay or None,
+            gradient_accumulation_steps=accumulation if accumulation > 1 else None),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )

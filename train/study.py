@@ -32,17 +32,8 @@ from edge_ssl.options import (
     with_default,
 )
 from edge_ssl.stats import Rate, paired_bootstrap
-from edge_ssl.train.config import FinetuneOptions, Schedule, load_run_config
-from edge_ssl.train.method_names import (
-    COLOUR,
-    METHODS,
-    RANDOM_PROBE,
-    SCRATCH,
-    SCRATCH_SHALLOW,
-    SSL_FINETUNE,
-    SSL_PROBE,
-    TITLES,
-)
+from edge_ssl.train.config import LEGACY_FINETUNE, FinetuneOptions, Schedule, load_run_config
+from edge_ssl.train.method_names import LABELS_ONLY, METHODS, SELF_SUPERVISED, TITLES
 from edge_ssl.train.sources import ImageSet, split_selection
 
 log = logging.getLogger(__name__)
@@ -52,8 +43,8 @@ STUDY_CONFIG = "study_config.json"
 STUDY_FILE = "study.json"
 STUDY_PNG = "label_efficiency.png"
 DEFAULT_BUDGETS = (5, 10, 25, 50, 100)
-SSL_METHODS = (SSL_FINETUNE, SSL_PROBE)
-BASELINES = (SCRATCH, SCRATCH_SHALLOW, RANDOM_PROBE, COLOUR)
+SSL_METHODS = SELF_SUPERVISED  # each gets its margin over the best of the BASELINES
+BASELINES = LABELS_ONLY
 
 
 def parse_budget(text: str | int | None) -> int | None:
@@ -119,7 +110,8 @@ class StudyConfig(FinetuneOptions):
     def from_json(cls, values: dict[str, Any]) -> StudyConfig:
         # Studies saved before an option existed keep what they did (see TrainConfig.from_dict).
         return from_json(cls, {**values, "budgets": parse_budgets(joined(values["budgets"]))},
-                         legacy={"head_epochs": 0, "finetune_batchnorm": "train"})
+                         legacy={"head_epochs": 0, "finetune_batchnorm": "train",
+                                 **LEGACY_FINETUNE})
 
 
 def _budget_text(budget: int | None) -> str:
@@ -192,8 +184,10 @@ def run_study(config: StudyConfig, out: Path) -> dict[str, Any]:
                 continue
             start = time.perf_counter()
             chosen = np.sort(np.concatenate([o[:budget] for o in order]))
+            # The task's other training images, their labels unused: the rotation loss's.
+            unlabelled = np.delete(train_px, chosen, axis=0)
             labelled = _task(train_px[chosen], train_y[chosen], test_px, test_y, config,
-                             len(source.labels), seed)
+                             len(source.labels), seed, unlabelled)
             settings = methods.FitSettings(config, run_config.patience, run_config.lr_patience,
                                            run_config.batch_size, seed)
             results = methods.run_in_memory(config.methods, pretext, spec, labelled, settings)
@@ -216,7 +210,7 @@ def run_study(config: StudyConfig, out: Path) -> dict[str, Any]:
     write_json(out / STUDY_FILE, study)
     plots.save_label_efficiency(study["summary"], TITLES,
                                 f"{' vs '.join(source.labels)} — {study['test_set']}",
-                                out / STUDY_PNG)
+                                out / STUDY_PNG, study["margins"])
     return study
 
 
@@ -227,7 +221,7 @@ def _class_orders(labels: np.ndarray, seed: int) -> list[np.ndarray]:
 
 
 def _task(pixels: np.ndarray, labels: np.ndarray, test_px: np.ndarray, test_y: np.ndarray,
-          config: StudyConfig, num_classes: int, seed: int) -> Any:
+          config: StudyConfig, num_classes: int, seed: int, unlabelled: np.ndarray) -> Any:
     """One cell's Labelled data, with a selection split when the schedule early-stops."""
     import tensorflow as tf
 
@@ -240,7 +234,7 @@ def _task(pixels: np.ndarray, labels: np.ndarray, test_px: np.ndarray, test_y: n
         selection = (chosen.pixels, chosen.labels)
     fit = tf.data.Dataset.from_tensor_slices((labelled.pixels, labelled.labels)).cache()
     return Labelled(fit=fit, fit_size=len(labelled), selection=selection,
-                    test=(test_px, test_y), num_classes=num_classes)
+                    test=(test_px, test_y), num_classes=num_classes, unlabelled=unlabelled)
 
 
 def summarise(cells: list[dict[str, Any]], method_names: tuple[str, ...]) -> dict[str, Any]:
@@ -297,7 +291,7 @@ def margins(summary: dict[str, Any], cells: list[dict[str, Any]] | None = None,
                 continue
             best = max(scored, key=lambda b: summary[b][budget]["mean"])
             paired = (None if cells is None or test_labels is None
-                      else _paired_correctness(cells, budget, method, best, test_labels))
+                      else paired_correctness(cells, budget, method, best, test_labels))
             if paired is None:
                 own, theirs = row["pooled"]["ci95"], summary[best][budget]["pooled"]["ci95"]
                 verdict = ("above" if own[0] > theirs[1] else "below" if own[1] < theirs[0]
@@ -316,7 +310,7 @@ def margins(summary: dict[str, Any], cells: list[dict[str, Any]] | None = None,
     return out
 
 
-def _paired_correctness(cells: list[dict[str, Any]], budget: str, method: str, baseline: str,
+def paired_correctness(cells: list[dict[str, Any]], budget: str, method: str, baseline: str,
                         test_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Per-image correctness `[seeds, images]` of `method` and `baseline` at `budget`, over the
     seeds that ran both; None when a cell kept no predictions."""

@@ -17,9 +17,11 @@ DEMO_IMAGES = "demo-images"
 
 
 @user_errors
-@config_options(TrainConfig, ["demo_per_class", "pretext_epochs", "finetune_epochs", "width",
-                              "image_size"],
-                defaults={"demo_per_class": 300, "pretext_epochs": 2, "finetune_epochs": 5},
+@config_options(TrainConfig, ["demo_per_class", "pretext_epochs", "finetune_epochs",
+                              "finetune_steps", "width", "image_size"],
+                # A quick tour: one pass over the labels an epoch, not a step budget.
+                defaults={"demo_per_class": 300, "pretext_epochs": 2, "finetune_epochs": 5,
+                          "finetune_steps": 0},
                 flags={"demo_per_class": "--per-class"})
 def demo(
     options: dict[str, Any],

@@ -22,6 +22,7 @@ from edge_ssl.train.method_names import (
     SCRATCH,
     SCRATCH_SHALLOW,
     SSL_FINETUNE,
+    TINY_IMAGES,
     TITLES,
 )
 
@@ -61,7 +62,7 @@ def print_run(run: Path, report: dict[str, Any]) -> None:
 
 # The baselines' names where a table cell has room for one word.
 SHORT_TITLES = {SCRATCH: "scratch", SCRATCH_SHALLOW: "shallow", RANDOM_PROBE: "random",
-                COLOUR: "colour"}
+                TINY_IMAGES: "tiny", COLOUR: "colour"}
 
 
 def print_study(result: dict[str, Any]) -> None:
@@ -99,7 +100,7 @@ def print_study(result: dict[str, Any]) -> None:
                         "the highest mean", box=box.SIMPLE_HEAD, padding=(0, 0),
                   caption="▲ ▼ where the paired 95 % interval (seeds and test images "
                           "resampled together; study.json) excludes 0; shallow: from scratch, cut "
-                          "early; random: random-init probe")
+                          "early; random: random-init probe; tiny: ridge on thumbnails")
     table.add_column("labels per class")
     for budget in budgets:
         table.add_column(budget, justify="right")
@@ -112,6 +113,40 @@ def print_study(result: dict[str, Any]) -> None:
             f"{rows[b]['points']:+.1f}{marks.get(rows[b]['verdict'], '')}" if b in rows else "—"
             for b in budgets), style="bold" if method == SSL_FINETUNE else None)
     console.print(accuracy, table)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """Per budget, a table: a row per pair and one for the mean over the pairs, a column per
+    self-supervised method, each cell its margin over the pair's best baseline and the paired
+    95 % interval."""
+    marks = {"above": " ▲", "below": " ▼"}
+    margins = summary["margins"]
+    budgets = list(dict.fromkeys(b for rows in margins.values() for b in rows))
+    for budget in budgets:
+        methods = [m for m in margins if budget in margins[m]]
+        table = Table(title=f"points above the best label-only baseline, {budget} labels per "
+                            "class [paired 95 % interval]", box=box.SIMPLE_HEAD, padding=(0, 0),
+                      caption="▲ ▼ where the interval excludes 0; the mean's interval resamples "
+                              "every pair's seeds and test images")
+        table.add_column("pair", max_width=24)
+        for method in methods:
+            table.add_column(TITLES[method], justify="right", max_width=13)
+        for index, pair in enumerate(summary["pairs"]):
+            table.add_row(pair, *(_margin_text(margins[m][budget]["pairs"][index], marks)
+                                  for m in methods))
+        table.add_row("mean over pairs", *(
+            _margin_text({"points": margins[m][budget]["mean_points"],
+                          "ci95": margins[m][budget]["ci95"],
+                          "verdict": margins[m][budget]["verdict"]}, marks)
+            for m in methods), style="bold")
+        console.print(table)
+
+
+def _margin_text(margin: dict[str, Any], marks: dict[str, str]) -> str:
+    low, high = margin["ci95"]
+    verdict = margin.get("verdict") or ("above" if low > 0 else "below" if high < 0 else "")
+    # The interval on a line of its own: four methods and a pair's name still fit 80 columns.
+    return f"{margin['points']:+.1f}{marks.get(verdict, '')}\n[{low:+.0f}, {high:+.0f}]"
 
 
 def export_tables(report: ExportReport) -> list[RenderableType]:

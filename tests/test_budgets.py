@@ -1,0 +1,136 @@
+"""Fair comparisons: every network method takes the same optimizer steps; the rotation loss of
+the S4L methods learns; the tiny-image baseline chooses its thumbnails from the labels alone."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+from edge_ssl.train import demo_data, joint, methods, probe  # noqa: E402
+from edge_ssl.train import method_names as names  # noqa: E402
+from edge_ssl.train.config import DEFAULT_FINETUNE_STEPS, FinetuneOptions  # noqa: E402
+from edge_ssl.train.model import ModelSpec, build_model  # noqa: E402
+
+SPEC = ModelSpec(image_size=32, width=0.35, bn_momentum=0.9)
+NETWORKS = (names.SSL_FINETUNE, names.S4L_FINETUNE, names.S4L_SCRATCH, names.SCRATCH,
+            names.SCRATCH_SHALLOW)
+
+
+def _task(per_class: int, unlabelled: int = 0) -> methods.Labelled:
+    x, y = demo_data.generate(per_class, seed=1, image_size=32)
+    test_x, test_y = demo_data.generate(6, seed=2, image_size=32)
+    extra = demo_data.generate(unlabelled, seed=3, image_size=32)[0] if unlabelled else None
+    return methods.Labelled(fit=tf.data.Dataset.from_tensor_slices((x, y)).cache(),
+                            fit_size=len(y), selection=None, test=(test_x, test_y),
+                            num_classes=2, unlabelled=extra)
+
+
+@pytest.mark.parametrize("labels_per_class", [1, 5, 10, 25, 50, 100])
+def test_every_network_takes_the_same_steps_whatever_the_budget(labels_per_class: int) -> None:
+    settings = methods.FitSettings(FinetuneOptions(), patience=10, lr_patience=4, batch_size=32,
+                                   seed=0)
+    steps = {method: settings.epochs(method) * settings.steps_per_epoch(
+        method, 2 * labels_per_class) for method in NETWORKS}
+    assert set(steps.values()) == {DEFAULT_FINETUNE_STEPS}, steps
+    assert settings.epochs(names.SSL_FINETUNE) > settings.epochs(names.SCRATCH)  # head first
+
+
+def test_many_labels_get_a_pass_an_epoch_and_zero_keeps_the_old_passes() -> None:
+    many = methods.FitSettings(FinetuneOptions(), 10, 4, batch_size=32, seed=0)
+    steps = {m: many.epochs(m) * many.steps_per_epoch(m, 5000) for m in NETWORKS}
+    passes = 40 * 157  # 5,000 labels in batches of 32, 40 epochs
+    assert all(passes <= s < passes + many.epochs(m) for m, s in steps.items()), steps
+    old = methods.FitSettings(FinetuneOptions(finetune_steps=0), 10, 4, batch_size=32, seed=0)
+    assert old.steps_per_epoch(names.SSL_FINETUNE, 100) == 4
+
+
+class Steps(keras.callbacks.Callback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.count += 1
+
+
+def test_training_runs_exactly_the_budgeted_steps(tmp_path: Path) -> None:
+    """Measured, not computed: a callback counts the optimizer steps of three kinds of fit."""
+    task = _task(12)
+    options = FinetuneOptions(finetune_epochs=2, head_epochs=1, finetune_steps=12)
+    settings = methods.FitSettings(options, 5, 2, batch_size=8, seed=0)
+    pretext = build_model(SPEC, 4, "pretext")
+    counted = {}
+    for method in (names.SSL_FINETUNE, names.SCRATCH, names.S4L_SCRATCH):
+        steps = Steps()
+        methods.measure(method, pretext, SPEC, task, settings, tmp_path / f"{method}.csv",
+                        tmp_path / method, [steps])
+        counted[method] = steps.count
+    assert counted == dict.fromkeys(counted, 12)
+
+
+def _column(path: Path, name: str) -> list[float]:
+    with path.open() as f:
+        return [float(row[name]) for row in csv.DictReader(f)]
+
+
+def test_the_joint_objective_learns_rotation_and_keeps_one_output(tmp_path: Path) -> None:
+    task = _task(10, unlabelled=60)
+    options = FinetuneOptions(finetune_epochs=4, finetune_steps=80, learning_rate=3e-3)
+    settings = methods.FitSettings(options, 5, 2, batch_size=16, seed=0)
+    result = methods.measure(names.S4L_SCRATCH, build_model(SPEC, 4, "pretext"), SPEC, task,
+                             settings, tmp_path / "s4l.csv", tmp_path / "s4l")
+    rotation = _column(tmp_path / "s4l.csv", "rotation_loss")
+    assert len(rotation) == 4 and rotation[-1] < 0.85 * rotation[0], rotation
+    assert min(_column(tmp_path / "s4l.csv", "loss")) > 0  # the class loss, logged beside it
+    assert result.model is not None and not isinstance(result.model, joint.JointRotation)
+    assert result.model.count_params() and len(result.model.outputs) == 1
+    assert result.model.output_shape == (None, 2)
+    assert result.predicted is not None and len(result.predicted) == 12
+
+
+def test_the_pretext_head_goes_on_predicting_rotations(tmp_path: Path) -> None:
+    """From a pretext cut where the classifier is, the rotation head is the pretext's own (its
+    weights copied, not shared); a whole-network pretext gets a new head on the cut."""
+    top = build_model(replace(SPEC, top="block_9_add"), 4, "pretext")
+    task = _task(4)
+    options = FinetuneOptions(finetune_epochs=1, finetune_steps=1, head_epochs=0)
+    settings = methods.FitSettings(options, 5, 2, batch_size=8, seed=0)
+    network = methods.copy_model(top)
+    classifier = methods.build_classifier(network, "block_9_add", 2)
+    rotation = joint.rotation_model(network, classifier)
+    pixels = task.test[0]
+    np.testing.assert_allclose(rotation.predict(pixels, verbose=0),
+                               top.predict(pixels, verbose=0), atol=1e-5)
+    whole = build_model(SPEC, 4, "pretext")
+    fresh = joint.rotation_model(whole, methods.build_classifier(whole, "block_9_add", 2))
+    assert "rotation_head" in {layer.name for layer in fresh.layers}
+    before = [w.copy() for w in top.get_weights()]
+    methods.measure(names.S4L_FINETUNE, top, SPEC, task, settings, tmp_path / "a.csv",
+                    tmp_path / "a")
+    for now, then in zip(top.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(now, then)  # the pretext, head included, is untouched
+
+
+def test_tiny_images_picks_its_thumbnail_size_on_the_labels() -> None:
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(40) % 2
+    coarse[labels == 1, :16] = 250  # a class told apart by its top half: any size sees it
+    assert probe.best_thumbnail_side(coarse, labels) == 8  # the smaller on a tie
+    # A checkerboard of 2×2 cells, in one phase or the other: 16×16 thumbnails keep the cells,
+    # 8×8 ones average each 4×4 block of two bright and two dark cells to the same grey.
+    rows, cols = np.mgrid[0:32, 0:32]
+    board = (rows // 2 + cols // 2) % 2 == 1
+    fine = np.zeros((40, 32, 32, 3), np.uint8)
+    for image, label, light in zip(fine, labels, rng.integers(0, 60, 40), strict=True):
+        image[:] = 100 + light  # every image a brightness of its own, whatever its class
+        image[board if label else ~board] = 195 + light
+    assert probe.best_thumbnail_side(fine, labels) == 16
+    assert probe.thumbnails(fine, 16).shape == (40, 768)
