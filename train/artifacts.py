@@ -26,6 +26,7 @@ GATE_IMAGES = 1000  # other training images on which export decides INT8/FP16 (n
 # Held-out pretext images decoded to validate the pretext and kept for export: enough for a
 # ±1-point interval (8,000 rotated samples), and bounded however big the folder is.
 MAX_HELDOUT_PRETEXT = 2000
+BUILTIN_PARITY_IMAGES = 256  # of the run's own images, when its pretext ships without any
 MODEL_FILES = {names.SSL_FINETUNE: C.CLASSIFIER_MODEL, names.SCRATCH: C.BASELINE_MODEL,
                names.SCRATCH_SHALLOW: C.BASELINE_SHALLOW_MODEL,
                names.S4L_FINETUNE: C.ROTATION_CLASSIFIER_MODEL,
@@ -70,9 +71,16 @@ def write_heldout(session: Session, source: Source, heldout_px: np.ndarray | Non
                   test_px: np.ndarray, test_y: np.ndarray) -> None:
     """heldout.npz: what export needs to verify and calibrate without the data folder."""
     config = session.config
-    if heldout_px is None:  # a fine-tune of another run's pretext: that run's images
-        with np.load(config.pretext_from / C.HELDOUT_FILE) as earlier:  # type: ignore[operator]
-            heldout_px = earlier[C.HELDOUT_PRETEXT_IMAGES]
+    earlier = config.pretext_from
+    if heldout_px is None and earlier is not None and (earlier / C.HELDOUT_FILE).is_file():
+        with np.load(earlier / C.HELDOUT_FILE) as saved:  # another run's pretext: its images
+            heldout_px = saved[C.HELDOUT_PRETEXT_IMAGES]
+    elif heldout_px is None:
+        # The built-in pretext ships no images: export checks the rotation model on a sample
+        # of this run's own unlabelled images instead.
+        sample = source.pretext.take(np.random.default_rng(config.seed).permutation(
+            len(source.pretext))[:BUILTIN_PARITY_IMAGES])
+        heldout_px = session.decode(sample, "pretext parity")
     order = np.random.default_rng(config.seed).permutation(len(source.train))
     calibration_px = session.decode(source.train.take(order[:CALIBRATION_IMAGES]), "calibration")
     # With fewer training images than both need, the gate reuses calibration images: weaker

@@ -219,6 +219,10 @@ class TrainConfig(FinetuneOptions):
         "GB", TRAINING)
     tensorboard: bool = option(
         False, "Also log the training for TensorBoard, in RUN/tensorboard/.", panel=OUTPUT)
+    pretext_init: Path | None = option(
+        None, "Start the pretext from the rotation model of this run directory; its width, "
+        "image size and depth are kept. With --pretext-epochs 0 it is used as it is.", "RUN",
+        MODEL, show_default=False)
     # Where the pretext network's backbone ends (`--pretext-depth`); None: all of MobileNetV2.
     pretext_top: str | None = DEFAULT_CUT
     pretext_from: Path | None = None  # fine-tune the pretext of this run instead of training one
@@ -240,8 +244,10 @@ class TrainConfig(FinetuneOptions):
         if self.batch_size < 4 or (self.rotations is Rotations.all and self.batch_size % 4):
             raise bad("batch_size", "use at least 4, and a multiple of 4 with --rotations all")
         for name in ("pretext_epochs", "patience", "lr_patience", "demo_per_class"):
-            if getattr(self, name) < 1:
-                raise bad(name, "use 1 or more")
+            if getattr(self, name) < 1 and not (name == "pretext_epochs"
+                                                and self.pretext_epochs == 0
+                                                and self.pretext_init is not None):
+                raise bad(name, "use 1 or more (0 pretext epochs only with --pretext-init)")
         for name in ("pretext_classes", "labels_per_class"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise bad(name, "use 1 or more")

@@ -105,7 +105,8 @@ def load_pretext(session: Session, report: dict[str, Any]) -> keras.Model:
     earlier, pretext_path = session.config.pretext_from, session.run / C.PRETEXT_MODEL
     if earlier is not None and not pretext_path.exists():
         write_with(pretext_path, lambda tmp: shutil.copyfile(earlier / C.PRETEXT_MODEL, tmp))
-        earlier_report = json.loads((earlier / C.REPORT_FILE).read_text())
+        earlier_report = (json.loads((earlier / C.REPORT_FILE).read_text())
+                          if (earlier / C.REPORT_FILE).is_file() else {})
         report["pretext"] = {**earlier_report.get("pretext", {}), "from_run": str(earlier)}
     log.info("pretext: %s, loaded %s", f"from {earlier}" if earlier else "already trained",
              pretext_path)
@@ -140,6 +141,11 @@ def _fit(session: Session, pretext_train: ImageSet, heldout_px: np.ndarray,
         try:
             with cluster.scope():
                 pretext = build_model(model_spec(config), len(C.ROTATION_LABELS), "pretext")
+                if config.pretext_init is not None:
+                    # The same network (the train command took its width, size and depth):
+                    # the pretext goes on from those weights; a resumed fit from its backup.
+                    pretext.set_weights(
+                        load_model(config.pretext_init / C.PRETEXT_MODEL).get_weights())
                 plan = step_memory.plan_steps(config, pretext, len(cluster.devices))
                 _log_step_plan(plan)
                 source = pipeline.PretextInput(

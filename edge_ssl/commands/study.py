@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -32,9 +33,9 @@ def study(
     """For each budget and seed: SSL fine-tune, SSL linear probe, from scratch (the same network,
     and a shallow one cut at block_2_add), random-init probe and colour histogram on the same
     labels and test images; writes study.json and label_efficiency.png under RUN/studies/NAME/."""
-    from edge_ssl.contract import PRETEXT_MODEL
+    from edge_ssl.contract import PRETEXT_MODEL, RUNS_DIR
     from edge_ssl.errors import RunDirError
-    from edge_ssl.rundir import resolve_run
+    from edge_ssl.rundir import BUILTIN, builtin_dir, resolve_run
     from edge_ssl.start_tensorflow import start_tensorflow
     from edge_ssl.train.study import (
         STUDY_FILE,
@@ -51,7 +52,9 @@ def study(
                           f"(`edge-ssl train --resume {run}`).")
     config = StudyConfig(**{**options, "run": pretext_run})
     require_within_pretext(config.cut, load_run_config(pretext_run).pretext_top)
-    out = study_dir(pretext_run, name or "-".join(config.classes) or "default")
+    # The built-in pretext is part of the installed package: its studies go under runs/.
+    home = Path(RUNS_DIR) / BUILTIN if pretext_run == builtin_dir().resolve() else pretext_run
+    out = study_dir(home, name or "-".join(config.classes) or "default")
     config = prepare(config, out, overwrite=overwrite, resume=resume)
     console.print(f"Study folder: {out}")
     start_tensorflow(verbose)

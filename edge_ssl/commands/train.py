@@ -12,7 +12,7 @@ from edge_ssl.commands.render_training import print_run
 from edge_ssl.commands.shared_options import Overwrite, RunName, RunsDir, Verbose
 from edge_ssl.console import console, user_errors
 from edge_ssl.errors import RunDirError
-from edge_ssl.options import MODEL, OUTPUT
+from edge_ssl.options import MODEL, OUTPUT, flag
 from edge_ssl.train.config import (
     PretextDepth,
     TrainConfig,
@@ -49,6 +49,8 @@ def train(
         if given:
             raise RunDirError(f"--resume continues with the run's saved options; drop "
                               f"{', '.join(given)}.")
+    elif options["pretext_init"] is not None:
+        config = _from_pretext_init(options, ctx)
     else:
         config = TrainConfig(**options, pretext_top=pretext_top(pretext_depth, options["cut"]))
     from edge_ssl.rundir import create_run_dir, new_run_name, point_latest, resolve_run
@@ -84,6 +86,38 @@ def train(
                           cluster=cluster)
     if cluster.is_chief:
         print_run(run, report)
+
+
+def _from_pretext_init(options: dict[str, Any], ctx: typer.Context) -> TrainConfig:
+    """The run's config when its pretext starts from another run's (or the built-in) rotation
+    model: that network's width, image size and depth, and with --pretext-epochs 0 that model
+    as it is (`pretext_from`)."""
+    from edge_ssl.contract import PRETEXT_MODEL
+    from edge_ssl.errors import ConfigError
+    from edge_ssl.rundir import resolve_run
+
+    given = options["pretext_init"]
+    init = resolve_run(given)
+    if not (init / PRETEXT_MODEL).is_file():
+        raise RunDirError(f"{init / PRETEXT_MODEL} is missing: finish that run first "
+                          f"(`edge-ssl train --resume {given}`).")
+    earlier = load_run_config(init)
+    if earlier.backbone_weights is not None:
+        raise ConfigError(f"--pretext-init {given}: that run started from ImageNet weights; "
+                          f"fine-tune it with `edge-ssl finetune {given}` instead.")
+    kept = {"width": earlier.width, "image_size": earlier.image_size,
+            "bn_momentum": earlier.bn_momentum, "backbone_weights": None}
+    conflicts = [f"{flag(name)} {options[name]}" for name in kept
+                 if _given_on_command_line(ctx, name) and options[name] != kept[name]]
+    if _given_on_command_line(ctx, "pretext_depth"):
+        conflicts.append("--pretext-depth")
+    if conflicts:
+        raise ConfigError(f"--pretext-init {given} keeps that network's width "
+                          f"{earlier.width}, image size {earlier.image_size} and depth; drop "
+                          f"{', '.join(conflicts)}.")
+    return TrainConfig(**{**options, **kept, "pretext_init": init},
+                       pretext_top=earlier.pretext_top,
+                       pretext_from=init if options["pretext_epochs"] == 0 else None)
 
 
 def _given_on_command_line(ctx: typer.Context, param: str) -> bool:
