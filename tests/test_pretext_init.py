@@ -77,12 +77,15 @@ def test_pretext_init_refuses_another_network_and_a_missing_run(origin: Path,
 
 def test_builtin_is_checked_against_its_sha256(origin: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge_ssl.train.builtin import pack
+
     shipped = tmp_path / "package" / "builtin"
-    shipped.mkdir(parents=True)
-    for name in (C.CONFIG_FILE, C.PRETEXT_MODEL):
-        shutil.copyfile(origin / name, shipped / name)
+    provenance = pack(origin, shipped, "edge-ssl train ...", "demo scenes", 12.0)
     digest = hashlib.sha256((shipped / C.PRETEXT_MODEL).read_bytes()).hexdigest()
-    (shipped / rundir.PROVENANCE_FILE).write_text(json.dumps({"sha256": digest}))
+    assert provenance["sha256"] == digest and provenance["labels_used"] is False
+    assert provenance["epochs"] == 1 and provenance["heldout_rotation"]["n"] > 0
+    assert json.loads((shipped / C.CONFIG_FILE).read_text())["config"]["data"] is None
+    assert (shipped / C.PRETEXT_MODEL).read_bytes() == (origin / C.PRETEXT_MODEL).read_bytes()
     monkeypatch.setattr(rundir, "builtin_dir", lambda: shipped)
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["finetune", "builtin", "--finetune-epochs", "1",
