@@ -134,3 +134,25 @@ def test_tiny_images_picks_its_thumbnail_size_on_the_labels() -> None:
         image[board if label else ~board] = 195 + light
     assert probe.best_thumbnail_side(fine, labels) == 16
     assert probe.thumbnails(fine, 16).shape == (40, 768)
+
+
+def test_a_probe_chooses_its_features_on_the_labels_alone() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.arange(60) % 2
+    noise = rng.normal(size=(60, 8)).astype(np.float32)
+    signal = noise.copy()
+    signal[:, 0] += 3.0 * labels  # one feature that tells the classes apart
+    assert probe.best_features({"a": noise, "b": signal, "c": noise[:, :4]}, labels) == "b"
+    assert probe.best_features({"a": noise, "b": signal}, np.array([0, 1] + [0] * 58)) == "a"
+
+
+def test_both_probes_choose_a_block_up_to_the_cut() -> None:
+    task = _task(12)
+    settings = methods.FitSettings(FinetuneOptions(cut="block_5_add"), 5, 2, batch_size=8, seed=0)
+    pretext = build_model(SPEC, 4, "pretext")
+    for method in (names.SSL_PROBE, names.RANDOM_PROBE):
+        result = methods.measure(method, pretext, SPEC, task, settings, Path("unused.csv"),
+                                 Path("unused"))
+        assert result.choice in ("block_2_add", "block_5_add") and result.test.n == 12
+    tiny = methods.measure(names.TINY_IMAGES, pretext, SPEC, task, settings, Path("x"), Path("y"))
+    assert tiny.choice in ("8x8", "16x16")

@@ -145,6 +145,8 @@ def _result_json(result: methods.MethodResult) -> dict[str, Any]:
                            "test": result.test.to_json(), "collapsed": result.collapsed}
     if result.stage is not None:
         out.update(stage_json(result.stage))
+    if result.choice is not None:
+        out["choice"] = result.choice
     return out
 
 

@@ -28,7 +28,7 @@ import tensorflow as tf
 from edge_ssl.stats import Rate
 from edge_ssl.train import joint, pipeline, probe
 from edge_ssl.train.config import FinetuneBatchNorm, FinetuneOptions
-from edge_ssl.train.cuts import SHALLOW_CUT
+from edge_ssl.train.cuts import CUT_LAYERS, SHALLOW_CUT
 from edge_ssl.train.method_names import (
     COLOUR,
     FROM_PRETEXT,
@@ -137,6 +137,7 @@ class MethodResult:
     model: keras.Model | None = None
     collapsed: bool = False  # predicted one class for every test image
     predicted: np.ndarray | None = None  # int [N]: the class predicted for each test image
+    choice: str | None = None  # what a probe chose on the labelled images (block, thumbnail)
 
 
 def scored(method: str, predicted: np.ndarray, data: Labelled, stage: StageResult | None = None,
@@ -180,16 +181,21 @@ def tiny_images(data: Labelled) -> MethodResult:
     side = probe.best_thumbnail_side(pixels, labels)
     predicted = probe.linear_probe(probe.thumbnails(pixels, side), labels,
                                    probe.thumbnails(data.test[0], side))
-    return scored(TINY_IMAGES, predicted, data)
+    return replace(scored(TINY_IMAGES, predicted, data), choice=f"{side}x{side}")
 
 
 def probe_backbone(method: str, model: keras.Model, cut: str, data: Labelled) -> MethodResult:
-    """A ridge probe on the frozen, pooled features of `model`'s backbone at `cut`."""
+    """A ridge probe on the frozen, pooled features of `model`'s backbone at the block, up to
+    `cut`, that a cross-validation on the labelled images prefers. The pretext's and the
+    random-init network's probes each choose their own block: the control gets the same
+    search as the method it controls, and middle blocks often suit few labels better."""
     pixels, labels = labelled_probe_data(data)
-    extractor = probe.feature_extractor(model, cut)
-    predicted = probe.linear_probe(probe.extract(extractor, pixels), labels,
-                                   probe.extract(extractor, data.test[0]))
-    return scored(method, predicted, data)
+    blocks = CUT_LAYERS[:CUT_LAYERS.index(cut) + 1]
+    block = probe.best_features(probe.pooled_features(model, blocks, pixels), labels)
+    train_x = probe.pooled_features(model, [block], pixels)[block]
+    test_x = probe.pooled_features(model, [block], data.test[0])[block]
+    return replace(scored(method, probe.linear_probe(train_x, labels, test_x), data),
+                   choice=block)
 
 
 def random_init_network(spec: ModelSpec, seed: int) -> keras.Model:

@@ -7,6 +7,7 @@ backbone), and is a trivial colour feature already enough (the colour floor).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -36,18 +37,26 @@ def thumbnails(pixels: np.ndarray, side: int) -> np.ndarray:
 
 
 def best_thumbnail_side(pixels: np.ndarray, labels: np.ndarray) -> int:
-    """The side of TINY_SIDES whose thumbnails the ridge probe classifies best in a stratified
-    cross-validation on the labelled images alone (the smaller on a tie, and when a class has
-    a single image)."""
+    """The side of TINY_SIDES whose thumbnails the ridge probe classifies best (the smaller
+    on a tie, and when a class has a single image)."""
+    return best_features({side: thumbnails(pixels, side) for side in TINY_SIDES}, labels)
+
+
+def best_features(candidates: dict[Any, np.ndarray], labels: np.ndarray) -> Any:
+    """The key of `candidates` (features of the same labelled images) that the ridge probe
+    classifies best in a stratified 5-fold cross-validation on those images alone: how a probe
+    picks its features without a selection split, and never on test images. The first key
+    wins a tie, and is the answer when a class has a single image."""
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
+    keys = list(candidates)
     folds = min(5, int(np.bincount(labels).min()))
-    if folds < 2:
-        return TINY_SIDES[0]
+    if folds < 2 or len(keys) == 1:
+        return keys[0]
     splits = StratifiedKFold(folds, shuffle=True, random_state=0)
-    scores = {side: float(cross_val_score(_ridge(), thumbnails(pixels, side), labels,
-                                          cv=splits).mean()) for side in TINY_SIDES}
-    return max(TINY_SIDES, key=lambda side: (scores[side], -side))
+    scores = [float(cross_val_score(_ridge(), candidates[key], labels, cv=splits).mean())
+              for key in keys]
+    return keys[int(np.argmax(scores))]
 
 
 def _ridge() -> Any:
@@ -70,6 +79,22 @@ def feature_extractor(model: keras.Model, layer: str) -> keras.Model:
     cut = keras.Model(backbone.input, pooled)
     images = keras.Input(shape=(None, None, 3), dtype="uint8")
     return keras.Model(images, cut(model.get_layer("preprocess")(images)))
+
+
+def pooled_features(model: keras.Model, layers: Sequence[str], pixels: np.ndarray
+                    ) -> dict[str, np.ndarray]:
+    """Global-average-pooled outputs of several backbone layers for uint8 images, in one pass
+    through the network, `{layer: float32 [N, D]}`."""
+    backbone = model.get_layer(BACKBONE_NAME)
+    cut = keras.Model(backbone.input, [keras.layers.GlobalAveragePooling2D()(
+        backbone.get_layer(layer).output) for layer in layers])
+    images = keras.Input(shape=(None, None, 3), dtype="uint8")
+    outputs = cut(model.get_layer("preprocess")(images))
+    extractor = keras.Model(images, outputs if len(layers) > 1 else [outputs])
+    batches = [extractor(pixels[i:i + 256], training=False)
+               for i in range(0, len(pixels), 256)]
+    return {layer: np.concatenate([np.asarray(b[k]) for b in batches]).astype(np.float32)
+            for k, layer in enumerate(layers)}
 
 
 def extract(extractor: keras.Model, pixels: np.ndarray) -> np.ndarray:

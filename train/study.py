@@ -196,6 +196,7 @@ def run_study(config: StudyConfig, out: Path) -> dict[str, Any]:
                     "seconds": round(time.perf_counter() - start, 1),
                     "results": {m: {**r.test.to_json(), "collapsed": r.collapsed,
                                     **({"epochs_run": r.stage.epochs_run} if r.stage else {}),
+                                    **({"choice": r.choice} if r.choice else {}),
                                     "predictions": np.asarray(r.predicted).tolist()}
                                 for m, r in results.items()}}
             cells.append(cell)
