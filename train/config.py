@@ -191,9 +191,10 @@ class TrainConfig(FinetuneOptions):
     freeze: Freeze = option(Freeze.none, "backbone: train only the head during the fine-tune.",
                             "none|backbone", TRAINING)
     baseline: bool = option(
-        False, "Also measure the baselines on the same labels and test images: SSL linear "
-        "probe, from scratch (the same network, and a shallow one), random-init probe, colour "
-        "histogram.", panel=TRAINING)
+        False, "Also measure every other method on the same labels and test images: the "
+        "fine-tune with the rotation loss (from the pretext and from random init), SSL linear "
+        "probe, from scratch (the same network, and a shallow one), random-init probe, "
+        "tiny-image ridge, colour histogram.", panel=TRAINING)
     seed: int = option(0, "Seed for splits, sampling and initialisation.", "N", TRAINING)
     mixed_precision: bool = option(
         False, "mixed_float16 policy (GPUs); the softmax and the loss stay float32.",

@@ -30,9 +30,11 @@ def study(
         help="Continue an interrupted study of that name with its saved options.")] = False,
     verbose: Verbose = False,
 ) -> None:
-    """For each budget and seed: SSL fine-tune, SSL linear probe, from scratch (the same network,
-    and a shallow one cut at block_2_add), random-init probe and colour histogram on the same
-    labels and test images; writes study.json and label_efficiency.png under RUN/studies/NAME/."""
+    """For each budget and seed, every method on the same labels and test images: the SSL
+    fine-tune with and without the rotation loss, the rotation loss from random init, the SSL
+    linear probe, from scratch (the same network, and a shallow one cut at block_2_add), the
+    random-init probe, a tiny-image ridge and a colour histogram; writes study.json and
+    label_efficiency.png under RUN/studies/NAME/."""
     from edge_ssl.contract import PRETEXT_MODEL, RUNS_DIR
     from edge_ssl.errors import RunDirError
     from edge_ssl.rundir import BUILTIN, builtin_dir, resolve_run
