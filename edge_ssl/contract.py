@@ -35,12 +35,15 @@ BASELINE_SHALLOW_MODEL = "baseline_shallow.keras"
 # --baseline's rotation-loss fine-tunes (S4L): from the pretext, and from random initialisation.
 ROTATION_CLASSIFIER_MODEL = "classifier_rotation.keras"
 ROTATION_BASELINE_MODEL = "baseline_rotation.keras"
+# With --rotation-loss the rotation-loss fine-tune is classifier.keras; --baseline's plain one:
+PLAIN_CLASSIFIER_MODEL = "classifier_no_rotation.keras"
 HISTORY_PRETEXT = "history_pretext.csv"
 HISTORY_FINETUNE = "history_finetune.csv"
 HISTORY_BASELINE = "history_baseline.csv"
 HISTORY_BASELINE_SHALLOW = "history_baseline_shallow.csv"
 HISTORY_FINETUNE_ROTATION = "history_finetune_rotation.csv"
 HISTORY_BASELINE_ROTATION = "history_baseline_rotation.csv"
+HISTORY_PLAIN_FINETUNE = "history_finetune_no_rotation.csv"
 CURVES_PNG = "curves.png"
 METHODS_PNG = "methods.png"  # test accuracy of the fine-tune and every baseline, with intervals
 SAMPLES_PNG = "pretext_samples.png"

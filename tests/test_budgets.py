@@ -156,3 +156,24 @@ def test_both_probes_choose_a_block_up_to_the_cut() -> None:
         assert result.choice in ("block_2_add", "block_5_add") and result.test.n == 12
     tiny = methods.measure(names.TINY_IMAGES, pretext, SPEC, task, settings, Path("x"), Path("y"))
     assert tiny.choice in ("8x8", "16x16")
+
+
+def test_rotation_loss_run_ships_the_joint_fine_tune(tmp_path: Path) -> None:
+    """`--rotation-loss`: classifier.keras is the rotation-loss fine-tune, trained on the
+    labelled images and those --labels-per-class left out; export sees one output as ever."""
+    from edge_ssl import contract as C
+    from edge_ssl.rundir import create_run_dir
+    from edge_ssl.train.config import TrainConfig
+    from edge_ssl.train.run import train
+
+    run = create_run_dir(tmp_path, "r", overwrite=False)
+    config = TrainConfig(demo_per_class=12, labels_per_class=4, image_size=32, width=0.35,
+                         batch_size=8, pretext_epochs=1, finetune_epochs=2, finetune_steps=4,
+                         head_epochs=0, rotation_loss=True)
+    report = train(config, run)
+    assert list(report["methods"]) == [names.S4L_FINETUNE]
+    assert report["protocol"]["rotation_loss_unlabelled_images"] == 2 * (12 - 4)
+    assert "rotation_loss" in (run / C.HISTORY_FINETUNE).read_text().splitlines()[0]
+    classifier = keras.models.load_model(run / C.CLASSIFIER_MODEL)
+    assert classifier.output_shape == (None, 2)
+    assert not (run / C.PLAIN_CLASSIFIER_MODEL).exists()

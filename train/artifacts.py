@@ -16,6 +16,7 @@ from edge_ssl.atomic import write_json, write_with
 from edge_ssl.images import INTERPOLATION
 from edge_ssl.train import distribute, pipeline
 from edge_ssl.train import method_names as names
+from edge_ssl.train.config import TrainConfig
 from edge_ssl.train.environment import device_description, library_versions
 from edge_ssl.train.model import model_spec
 from edge_ssl.train.session import Session
@@ -35,6 +36,24 @@ HISTORY_FILES = {names.SSL_FINETUNE: C.HISTORY_FINETUNE, names.SCRATCH: C.HISTOR
                  names.SCRATCH_SHALLOW: C.HISTORY_BASELINE_SHALLOW,
                  names.S4L_FINETUNE: C.HISTORY_FINETUNE_ROTATION,
                  names.S4L_SCRATCH: C.HISTORY_BASELINE_ROTATION}
+
+
+def shipped_method(config: TrainConfig) -> str:
+    """The fine-tune whose classifier a run ships (classifier.keras, what export converts)."""
+    return names.S4L_FINETUNE if config.rotation_loss else names.SSL_FINETUNE
+
+
+def model_files(config: TrainConfig) -> tuple[dict[str, str], dict[str, str]]:
+    """(model file, history file) of each network method of a run: the shipped fine-tune's
+    are classifier.keras and history_finetune.csv, with or without the rotation loss."""
+    if not config.rotation_loss:
+        return MODEL_FILES, HISTORY_FILES
+    return ({**MODEL_FILES, names.S4L_FINETUNE: C.CLASSIFIER_MODEL,
+             names.SSL_FINETUNE: C.PLAIN_CLASSIFIER_MODEL},
+            {**HISTORY_FILES, names.S4L_FINETUNE: C.HISTORY_FINETUNE,
+             names.SSL_FINETUNE: C.HISTORY_PLAIN_FINETUNE})
+
+
 TEST_SETS = {"tiny-imagenet": "Tiny ImageNet val/ (the official validation images)",
              "folder": "the held-out 20 % of each class folder",
              "demo": "separately drawn demo scenes"}

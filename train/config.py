@@ -195,6 +195,9 @@ class TrainConfig(FinetuneOptions):
         "fine-tune with the rotation loss (from the pretext and from random init), SSL linear "
         "probe, from scratch (the same network, and a shallow one), random-init probe, "
         "tiny-image ridge, colour histogram.", panel=TRAINING)
+    rotation_loss: bool = option(
+        False, "Fine-tune with the rotation loss kept on the task's images, labelled and "
+        "unlabelled (S4L): classifier.keras is that fine-tune.", panel=TRAINING)
     seed: int = option(0, "Seed for splits, sampling and initialisation.", "N", TRAINING)
     mixed_precision: bool = option(
         False, "mixed_float16 policy (GPUs); the softmax and the loss stay float32.",

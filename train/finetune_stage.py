@@ -19,7 +19,7 @@ from edge_ssl import contract as C
 from edge_ssl.atomic import write_json, write_with
 from edge_ssl.train import method_names as names
 from edge_ssl.train import methods, pipeline, plots
-from edge_ssl.train.artifacts import HISTORY_FILES, MODEL_FILES, TEST_SETS, stage_json
+from edge_ssl.train.artifacts import TEST_SETS, model_files, shipped_method, stage_json
 from edge_ssl.train.config import MIN_SELECTION_PER_CLASS, Freeze, Schedule, TrainConfig
 from edge_ssl.train.environment import note_memory
 from edge_ssl.train.model import scratch_spec
@@ -84,13 +84,16 @@ def train_methods(session: Session, source: Source, task: Task, pretext: keras.M
     """The SSL fine-tune and, with --baseline, every other method, into `report["methods"]`,
     saved after each; methods already in a resumed run's report are kept."""
     config, run = session.config, session.run
-    wanted = [names.SSL_FINETUNE] + ([m for m in names.METHODS if m != names.SSL_FINETUNE]
-                                     if config.baseline else [])
+    shipped = shipped_method(config)
+    wanted = [shipped] + ([m for m in names.METHODS if m != shipped] if config.baseline else [])
     spare = None
     if set(wanted) & set(names.WITH_ROTATION) and len(source.spare):
         # Enough for the rotation loss's variety, bounded in memory however big the folder.
         order = np.random.default_rng(config.seed).permutation(len(source.spare))
         spare = session.decode(source.spare.take(order[:MAX_SPARE_IMAGES]), "unlabelled")
+    if set(wanted) & set(names.WITH_ROTATION):
+        # The rotation loss's images besides the labelled ones: the task's without labels.
+        report["protocol"]["rotation_loss_unlabelled_images"] = 0 if spare is None else len(spare)
     data = methods.Labelled(
         fit=pipeline.image_dataset(task.fit, config.image_size, session.skipped),
         fit_size=len(task.fit), selection=task.selection, test=task.test,
@@ -100,13 +103,13 @@ def train_methods(session: Session, source: Source, task: Task, pretext: keras.M
              "tested on %d images", len(task.fit), len(source.labels), task.schedule.value,
              f", {len(task.selection[1])} selection images" if task.selection else "",
              f", the SSL fine-tune after {config.head_epochs} head-only epochs"
-             if settings.head_first(names.SSL_FINETUNE) else "",
-             ", its BatchNorm frozen" if settings.batchnorm_frozen(names.SSL_FINETUNE) else "",
+             if settings.head_first(shipped) else "",
+             ", its BatchNorm frozen" if settings.batchnorm_frozen(shipped) else "",
              len(task.test[1]))
     results = report.setdefault("methods", {})
+    models, _ = model_files(config)
     for method in wanted:
-        if method in results and (method not in MODEL_FILES
-                                  or (run / MODEL_FILES[method]).exists()):
+        if method in results and (method not in models or (run / models[method]).exists()):
             log.info("%s: already done", names.TITLES[method])
             continue
         result = _run_method(session, method, pretext, data, settings)
@@ -114,12 +117,10 @@ def train_methods(session: Session, source: Source, task: Task, pretext: keras.M
         note_memory(report)
         write_json(run / C.REPORT_FILE, report)
         _log_result(result)
-    plots.save_curves({name: plots.read_history(run / f) for name, f in (
-        ("pretext", C.HISTORY_PRETEXT), ("fine-tune", C.HISTORY_FINETUNE),
-        ("from scratch", C.HISTORY_BASELINE),
-        ("from scratch, shallow", C.HISTORY_BASELINE_SHALLOW),
-        ("fine-tune + rotation", C.HISTORY_FINETUNE_ROTATION),
-        ("from scratch + rotation", C.HISTORY_BASELINE_ROTATION))}, run / C.CURVES_PNG)
+    _, histories = model_files(config)
+    plots.save_curves({"pretext": plots.read_history(run / C.HISTORY_PRETEXT)} | {
+        names.TITLES[method]: plots.read_history(run / histories[method])
+        for method in wanted if method in histories}, run / C.CURVES_PNG)
     if config.baseline:
         plots.save_methods(results, names.TITLES, report["protocol"]["test_set"],
                            run / C.METHODS_PNG)
@@ -129,11 +130,12 @@ def _run_method(session: Session, method: str, pretext: keras.Model, data: metho
                 settings: methods.FitSettings) -> methods.MethodResult:
     """One method; a network is saved to its .keras file, which marks it complete."""
     checkpoint_dir = session.checkpoint_dir(method)
+    models, histories = model_files(session.config)
     result = methods.measure(method, pretext, scratch_spec(session.config), data, settings,
-                             session.run / HISTORY_FILES.get(method, f"{method}.csv"),
+                             session.run / histories.get(method, f"{method}.csv"),
                              checkpoint_dir, session.callbacks_for(method))
     if result.model is not None and result.stage is not None:
-        path = session.run / MODEL_FILES[method]
+        path = session.run / models[method]
         write_with(path, result.model.save)
         finish_stage(checkpoint_dir)
         result.stage.raise_if_diverged(names.TITLES[method], path)

@@ -26,7 +26,8 @@ from edge_ssl.train.config import (
 @user_errors
 @config_options(TrainConfig, [
     "classes", "data", "labels_per_class", *option_names(FinetuneOptions), "freeze", "baseline",
-    "seed", "tensorboard"], helps={"data": "Labelled data; default: the pretext run's --data."})
+    "rotation_loss", "seed", "tensorboard"],
+    helps={"data": "Labelled data; default: the pretext run's --data."})
 def finetune(
     options: dict[str, Any],
     run: Annotated[Path, typer.Argument(
