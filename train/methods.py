@@ -240,9 +240,9 @@ def train_network(method: str, source: keras.Model, data: Labelled, settings: Fi
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
     fitted: keras.Model = model
+    fit_pixels, _ = fit_arrays(data)
     if method in WITH_ROTATION:
         # S4L: from here on every step adds the rotation loss on the task's images.
-        fit_pixels, _ = fit_arrays(data)
         pool = (fit_pixels if data.unlabelled is None or not len(data.unlabelled)
                 else np.concatenate([fit_pixels, data.unlabelled]))
         fitted = joint.JointRotation(model, joint.rotation_model(network, model))
@@ -252,7 +252,6 @@ def train_network(method: str, source: keras.Model, data: Labelled, settings: Fi
         Checkpoints(checkpoint_dir, history_path, resumable=resumable),
         samples_per_batch=settings.batch_size, steps_per_epoch=steps, verbose=settings.verbose,
         extra_callbacks=extra_callbacks)
-    fit_pixels, _ = fit_arrays(data)
     # Shuffled so that every batch mixes the classes, as the training batches did.
     fit_pixels = fit_pixels[np.random.default_rng(settings.seed).permutation(len(fit_pixels))]
     recompute_batchnorm_statistics(model, fit_pixels, settings.batch_size)
