@@ -87,11 +87,11 @@ def train_methods(session: Session, source: Source, task: Task, pretext: keras.M
     shipped = shipped_method(config)
     wanted = [shipped] + ([m for m in names.METHODS if m != shipped] if config.baseline else [])
     spare = None
-    if set(wanted) & set(names.WITH_ROTATION) and len(source.spare):
-        # Enough for the rotation loss's variety, bounded in memory however big the folder.
-        order = np.random.default_rng(config.seed).permutation(len(source.spare))
-        spare = session.decode(source.spare.take(order[:MAX_SPARE_IMAGES]), "unlabelled")
     if set(wanted) & set(names.WITH_ROTATION):
+        if len(source.spare):
+            # Enough for the rotation loss's variety, bounded in memory however big the folder.
+            order = np.random.default_rng(config.seed).permutation(len(source.spare))
+            spare = session.decode(source.spare.take(order[:MAX_SPARE_IMAGES]), "unlabelled")
         # The rotation loss's images besides the labelled ones: the task's without labels.
         report["protocol"]["rotation_loss_unlabelled_images"] = 0 if spare is None else len(spare)
     data = methods.Labelled(
@@ -107,7 +107,7 @@ def train_methods(session: Session, source: Source, task: Task, pretext: keras.M
              ", its BatchNorm frozen" if settings.batchnorm_frozen(shipped) else "",
              len(task.test[1]))
     results = report.setdefault("methods", {})
-    models, _ = model_files(config)
+    models, histories = model_files(config)
     for method in wanted:
         if method in results and (method not in models or (run / models[method]).exists()):
             log.info("%s: already done", names.TITLES[method])
@@ -117,7 +117,6 @@ def train_methods(session: Session, source: Source, task: Task, pretext: keras.M
         note_memory(report)
         write_json(run / C.REPORT_FILE, report)
         _log_result(result)
-    _, histories = model_files(config)
     plots.save_curves({"pretext": plots.read_history(run / C.HISTORY_PRETEXT)} | {
         names.TITLES[method]: plots.read_history(run / histories[method])
         for method in wanted if method in histories}, run / C.CURVES_PNG)

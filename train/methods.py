@@ -175,8 +175,8 @@ def colour_floor(data: Labelled) -> MethodResult:
 
 
 def tiny_images(data: Labelled) -> MethodResult:
-    """A ridge probe on the raw pixels of thumbnails, at the size (probe.TINY_SIDES) that its
-    leave-one-out accuracy on the labelled images prefers: the cheapest learned feature."""
+    """A ridge probe on the raw pixels of thumbnails, at the size (probe.TINY_SIDES) that a
+    cross-validation on the labelled images prefers: the cheapest learned feature."""
     pixels, labels = labelled_probe_data(data)
     side = probe.best_thumbnail_side(pixels, labels)
     predicted = probe.linear_probe(probe.thumbnails(pixels, side), labels,
@@ -191,10 +191,10 @@ def probe_backbone(method: str, model: keras.Model, cut: str, data: Labelled) ->
     search as the method it controls, and middle blocks often suit few labels better."""
     pixels, labels = labelled_probe_data(data)
     blocks = CUT_LAYERS[:CUT_LAYERS.index(cut) + 1]
-    block = probe.best_features(probe.pooled_features(model, blocks, pixels), labels)
-    train_x = probe.pooled_features(model, [block], pixels)[block]
-    test_x = probe.pooled_features(model, [block], data.test[0])[block]
-    return replace(scored(method, probe.linear_probe(train_x, labels, test_x), data),
+    features = probe.pooled_features(model, blocks, pixels)
+    block = probe.best_features(features, labels)
+    test_x = probe.extract(probe.feature_extractor(model, block), data.test[0])
+    return replace(scored(method, probe.linear_probe(features[block], labels, test_x), data),
                    choice=block)
 
 

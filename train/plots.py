@@ -148,17 +148,14 @@ def _methods_side_by_side(plt: Any, summary: dict[str, Any], margins: dict[str, 
                              squeeze=False)
     left, right = axes[0]
     for y, (_, row) in enumerate(reversed(rows)):
-        low, high = row["pooled"]["ci95"]
-        left.errorbar(row["mean"], y, xerr=[[row["mean"] - low], [high - row["mean"]]],
-                      fmt="o", capsize=3, color="tab:blue")
+        _interval(left, y, row["mean"], *row["pooled"]["ci95"], fmt="o", color="tab:blue")
     left.set_yticks(range(len(rows)), [titles.get(m, m) for m, _ in reversed(rows)], fontsize=8)
     left.set_xlabel("test accuracy %, mean over seeds (pooled 95 % interval)")
     left.set_title(f"{subtitle}, {budget} labels per class", fontsize=9)
+    colours = {"above": "tab:green", "below": "tab:red"}
     for y, (_, row) in enumerate(reversed(shifts)):
-        low, high = row["ci95"]
-        right.errorbar(row["points"], y, xerr=[[row["points"] - low], [high - row["points"]]],
-                       fmt="s", capsize=3, color="tab:green" if low > 0 else
-                       "tab:red" if high < 0 else "tab:gray")
+        _interval(right, y, row["points"], *row["ci95"], fmt="s",
+                  color=colours.get(row["verdict"], "tab:gray"))
     right.set_yticks(range(len(shifts)), [titles.get(m, m) for m, _ in reversed(shifts)],
                      fontsize=8)
     right.axvline(0, color="black", linewidth=0.8)
@@ -186,9 +183,8 @@ def save_pair_margins(summary: dict[str, Any], titles: dict[str, str], path: Pat
                           row["mean_points"], *row["ci95"], True))
     fig, ax = plt.subplots(figsize=(8.4, 0.36 * len(lines) + 1.4))
     for y, (_, points, low, high, mean) in enumerate(reversed(lines)):
-        ax.errorbar(points, y, xerr=[[points - low], [high - points]], fmt="D" if mean else "o",
-                    capsize=3, color="black" if mean else "tab:blue",
-                    markersize=7 if mean else 5)
+        _interval(ax, y, points, low, high, fmt="D" if mean else "o",
+                  color="black" if mean else "tab:blue", markersize=7 if mean else 5)
     ax.set_yticks(range(len(lines)), [label for label, *_ in reversed(lines)], fontsize=8)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_xlabel("points above the best label-only baseline (paired 95 % interval)")
@@ -197,3 +193,8 @@ def save_pair_margins(summary: dict[str, Any], titles: dict[str, str], path: Pat
     fig.tight_layout()
     write_with(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
+
+
+def _interval(ax: Any, y: float, point: float, low: float, high: float, **style: Any) -> None:
+    """A point at height `y` with its interval [low, high] as horizontal error bars."""
+    ax.errorbar(point, y, xerr=[[point - low], [high - point]], capsize=3, **style)

@@ -68,15 +68,18 @@ def _ridge() -> Any:
     return make_pipeline(StandardScaler(), RidgeClassifierCV(alphas=PROBE_ALPHAS))
 
 
-def feature_extractor(model: keras.Model, layer: str) -> keras.Model:
-    """uint8 images → global-average-pooled output of backbone layer `layer`, `[N, D]`.
+def feature_extractor(model: keras.Model, layer: str | Sequence[str]) -> keras.Model:
+    """uint8 images → global-average-pooled output of backbone layer `layer`, `[N, D]` (of
+    several layers: their pooled outputs side by side, in one pass through the network).
 
     Shares the model's weights, so it follows them as training changes them; called in
     inference mode, so BatchNorm uses its moving statistics as the exported model will.
     """
     backbone = model.get_layer(BACKBONE_NAME)
-    pooled = keras.layers.GlobalAveragePooling2D()(backbone.get_layer(layer).output)
-    cut = keras.Model(backbone.input, pooled)
+    pooled = [keras.layers.GlobalAveragePooling2D()(backbone.get_layer(name).output)
+              for name in ([layer] if isinstance(layer, str) else layer)]
+    cut = keras.Model(backbone.input,
+                      pooled[0] if len(pooled) == 1 else keras.layers.Concatenate()(pooled))
     images = keras.Input(shape=(None, None, 3), dtype="uint8")
     return keras.Model(images, cut(model.get_layer("preprocess")(images)))
 
@@ -86,15 +89,9 @@ def pooled_features(model: keras.Model, layers: Sequence[str], pixels: np.ndarra
     """Global-average-pooled outputs of several backbone layers for uint8 images, in one pass
     through the network, `{layer: float32 [N, D]}`."""
     backbone = model.get_layer(BACKBONE_NAME)
-    cut = keras.Model(backbone.input, [keras.layers.GlobalAveragePooling2D()(
-        backbone.get_layer(layer).output) for layer in layers])
-    images = keras.Input(shape=(None, None, 3), dtype="uint8")
-    outputs = cut(model.get_layer("preprocess")(images))
-    extractor = keras.Model(images, outputs if len(layers) > 1 else [outputs])
-    batches = [extractor(pixels[i:i + 256], training=False)
-               for i in range(0, len(pixels), 256)]
-    return {layer: np.concatenate([np.asarray(b[k]) for b in batches]).astype(np.float32)
-            for k, layer in enumerate(layers)}
+    widths = [int(backbone.get_layer(layer).output.shape[-1]) for layer in layers]
+    features = extract(feature_extractor(model, layers), pixels)
+    return dict(zip(layers, np.split(features, np.cumsum(widths)[:-1], axis=1), strict=True))
 
 
 def extract(extractor: keras.Model, pixels: np.ndarray) -> np.ndarray:

@@ -291,37 +291,40 @@ def margins(summary: dict[str, Any], cells: list[dict[str, Any]] | None = None,
             if row["mean"] is None or not scored:
                 continue
             best = max(scored, key=lambda b: summary[b][budget]["mean"])
-            paired = (None if cells is None or test_labels is None
-                      else paired_correctness(cells, budget, method, best, test_labels))
-            if paired is None:
+            difference = (None if cells is None or test_labels is None
+                          else paired_points(cells, budget, method, best, test_labels))
+            if difference is None:
                 own, theirs = row["pooled"]["ci95"], summary[best][budget]["pooled"]["ci95"]
-                verdict = ("above" if own[0] > theirs[1] else "below" if own[1] < theirs[0]
-                           else "within the intervals")
+                apart = ("above" if own[0] > theirs[1] else "below" if own[1] < theirs[0]
+                         else "within the intervals")
                 rows[budget] = {"best_baseline": best,
                                 "points": round(row["mean"] - summary[best][budget]["mean"], 2),
-                                "verdict": verdict}
+                                "verdict": apart}
                 continue
-            difference = 100.0 * (paired[0].astype(float) - paired[1])
             low, high = paired_bootstrap(difference)
             rows[budget] = {"best_baseline": best, "points": round(float(difference.mean()), 2),
                             "ci95": [round(low, 2), round(high, 2)], "paired": True,
-                            "verdict": "above" if low > 0 else "below" if high < 0
-                            else "within the interval"}
+                            "verdict": verdict(low, high)}
         out[method] = rows
     return out
 
 
-def paired_correctness(cells: list[dict[str, Any]], budget: str, method: str, baseline: str,
-                        test_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per-image correctness `[seeds, images]` of `method` and `baseline` at `budget`, over the
-    seeds that ran both; None when a cell kept no predictions."""
+def paired_points(cells: list[dict[str, Any]], budget: str, method: str, baseline: str,
+                  test_labels: np.ndarray) -> np.ndarray | None:
+    """`method`'s per-image correctness minus `baseline`'s at `budget`, in points, `[seeds,
+    images]` over the seeds that ran both; None when a cell kept no predictions."""
     rows = [c["results"] for c in cells if c["budget"] == budget
             and method in c["results"] and baseline in c["results"]]
     if not rows or any("predictions" not in r[m] for r in rows for m in (method, baseline)):
         return None
     own, theirs = (np.array([np.asarray(r[m]["predictions"]) == test_labels for r in rows])
                    for m in (method, baseline))
-    return own, theirs
+    return 100.0 * (own.astype(float) - theirs)
+
+
+def verdict(low: float, high: float) -> str:
+    """What a paired 95 % interval of a margin says."""
+    return "above" if low > 0 else "below" if high < 0 else "within the interval"
 
 
 def _cell_line(cell: dict[str, Any]) -> str:

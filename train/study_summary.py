@@ -17,7 +17,7 @@ import numpy as np
 
 from edge_ssl.errors import RunDirError
 from edge_ssl.stats import paired_bootstrap_mean
-from edge_ssl.train.study import SSL_METHODS, STUDY_FILE, paired_correctness
+from edge_ssl.train.study import SSL_METHODS, STUDY_FILE, paired_points, verdict
 
 SUMMARY_FILE = "summary.json"
 SUMMARY_PNG = "margins.png"
@@ -66,20 +66,18 @@ def summarise_pairs(studies: list[dict[str, Any]]) -> dict[str, Any]:
                 margin = study["margins"][method].get(budget)
                 if margin is None or not margin.get("paired"):
                     break
-                own, theirs = paired_correctness(study["cells"], budget, method,
+                differences.append(paired_points(study["cells"], budget, method,
                                                  margin["best_baseline"],
-                                                 np.asarray(study["test_labels"]))
-                differences.append(100.0 * (own.astype(float) - theirs))
+                                                 np.asarray(study["test_labels"])))
                 per_pair.append({"pair": " vs ".join(study["labels"]),
-                                 "best_baseline": margin["best_baseline"],
-                                 "points": margin["points"], "ci95": margin["ci95"]})
+                                 **{k: margin[k] for k in ("best_baseline", "points", "ci95",
+                                                           "verdict")}})
             else:
                 low, high = paired_bootstrap_mean(differences)
                 mean = float(np.mean([d.mean() for d in differences]))
                 rows[budget] = {"pairs": per_pair, "mean_points": round(mean, 2),
                                 "ci95": [round(low, 2), round(high, 2)],
-                                "verdict": "above" if low > 0 else "below" if high < 0
-                                else "within the interval"}
+                                "verdict": verdict(low, high)}
         if rows:
             margins[method] = rows
     return {"studies": [s["folder"] for s in studies],

@@ -144,9 +144,8 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 def _margin_text(margin: dict[str, Any], marks: dict[str, str]) -> str:
     low, high = margin["ci95"]
-    verdict = margin.get("verdict") or ("above" if low > 0 else "below" if high < 0 else "")
     # The interval on a line of its own: four methods and a pair's name still fit 80 columns.
-    return f"{margin['points']:+.1f}{marks.get(verdict, '')}\n[{low:+.0f}, {high:+.0f}]"
+    return f"{margin['points']:+.1f}{marks.get(margin['verdict'], '')}\n[{low:+.0f}, {high:+.0f}]"
 
 
 def export_tables(report: ExportReport) -> list[RenderableType]:
