@@ -13,7 +13,8 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from edge_ssl.train import demo_data, joint, methods, probe  # noqa: E402
+from edge_ssl.errors import ConfigError  # noqa: E402
+from edge_ssl.train import demo_data, joint, methods, pipeline, probe  # noqa: E402
 from edge_ssl.train import method_names as names  # noqa: E402
 from edge_ssl.train.config import DEFAULT_FINETUNE_STEPS, FinetuneOptions  # noqa: E402
 from edge_ssl.train.model import ModelSpec, build_model  # noqa: E402
@@ -94,6 +95,45 @@ def test_the_joint_objective_learns_rotation_and_keeps_one_output(tmp_path: Path
     assert result.model.count_params() and len(result.model.outputs) == 1
     assert result.model.output_shape == (None, 2)
     assert result.predicted is not None and len(result.predicted) == 12
+
+
+def test_pseudo_labels_count_only_the_confident_upright_images() -> None:
+    """The loss of the confident upright quarter of a rotated batch, averaged over the quarter,
+    as numpy computes it from the classifier's own probabilities."""
+    images = keras.Input((8, 8, 3), dtype="uint8")
+    x = keras.layers.Rescaling(1 / 255)(images)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    classifier = keras.Model(images, keras.layers.Dense(2, activation="softmax")(x))
+    classifier.layers[-1].set_weights([np.array([[40.0, -40.0], [0, 0], [0, 0]]),
+                                       np.array([-20.0, 20.0])])
+    model = joint.JointRotation(classifier, classifier, pseudo_labels=0.9)
+    upright = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    upright[:2, ..., 0] = 255  # red: confidently class 0
+    upright[2:4, ..., 0] = 0  # no red: confidently class 1
+    upright[4:, ..., 0] = 128  # half red: about 50/50, below the threshold
+    rotated, _ = (t.numpy() for t in pipeline.rotate_all(tf.constant(upright)))
+    kept, loss = (float(t) for t in model._pseudo_label_loss(tf.constant(rotated)))
+    p = classifier.predict(upright, verbose=0)
+    confident = p.max(1) >= 0.9
+    assert confident.tolist() == [True] * 4 + [False] * 2
+    assert kept == pytest.approx(4 / 6)
+    assert loss == pytest.approx(-np.log(p.max(1))[confident].sum() / 6, rel=1e-4)
+
+
+def test_a_fit_with_pseudo_labels_logs_the_share_it_kept(tmp_path: Path) -> None:
+    task = _task(6, unlabelled=20)
+    shares = {}
+    for threshold in (0.5, 0.0):
+        options = FinetuneOptions(finetune_epochs=2, finetune_steps=4, pseudo_labels=threshold)
+        settings = methods.FitSettings(options, 5, 2, batch_size=8, seed=0)
+        history = tmp_path / f"{threshold}.csv"
+        methods.measure(names.S4L_SCRATCH, build_model(SPEC, 4, "pretext"), SPEC, task,
+                        settings, history, tmp_path / str(threshold))
+        header = history.read_text().splitlines()[0]
+        shares[threshold] = _column(history, "pseudo_labelled") if "pseudo" in header else None
+    assert shares == {0.5: [1.0, 1.0], 0.0: None}  # two classes: never below one half
+    with pytest.raises(ConfigError, match="--pseudo-labels 1.0 is not allowed"):
+        FinetuneOptions(pseudo_labels=1.0)
 
 
 def test_the_pretext_head_goes_on_predicting_rotations(tmp_path: Path) -> None:

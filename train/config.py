@@ -131,6 +131,10 @@ class FinetuneOptions:
     weight_decay: float = option(
         0.0, "Decoupled weight decay of every network fine-tune (AdamW); 0 for none.", "WD",
         TRAINING)
+    pseudo_labels: float = option(
+        0.0, "Fine-tunes with the rotation loss: also train on the task's images (labelled and "
+        "unlabelled) with the class the classifier gives them, where it is at least this "
+        "confident, e.g. 0.95; 0 for none.", "P", TRAINING)
 
     def __post_init__(self) -> None:
         def bad(name: str, allowed: str) -> ConfigError:
@@ -150,6 +154,8 @@ class FinetuneOptions:
             raise bad("finetune_steps", "use 0 (one pass over the labels an epoch) or more")
         if self.weight_decay < 0:
             raise bad("weight_decay", "use 0 (none) or a small positive value such as 1e-4")
+        if not 0.0 <= self.pseudo_labels < 1.0:
+            raise bad("pseudo_labels", "use 0 (none) or a confidence below 1, such as 0.95")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,6 +6,10 @@ and unlabelled alike, and follows the sum of the two losses. The rotation loss k
 backbone learning from every image of the task while the few labels shape the class head.
 Only the classifier (one input, one output) is kept: export, classify and the ONNX contract
 see the same model as after a plain fine-tune.
+
+With a pseudo-label threshold, the upright copies of that batch also train the class head on
+the classes the classifier itself gives them, where it is at least that confident (Lee 2013's
+Pseudo-Label, the confident pseudo-labels S4L's best model also learns from).
 """
 
 from __future__ import annotations
@@ -37,12 +41,17 @@ class JointRotation(keras.Model):
     """
 
     def __init__(self, classifier: keras.Model, rotation: keras.Model,
-                 rotation_weight: float = ROTATION_WEIGHT, **kwargs: Any) -> None:
+                 rotation_weight: float = ROTATION_WEIGHT, pseudo_labels: float = 0.0,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.classifier = classifier
         self.rotation = rotation
         self.rotation_weight = rotation_weight
+        self.pseudo_labels = pseudo_labels
         self.rotation_tracker = keras.metrics.Mean(name="rotation_loss")
+        # The share of the task's images confident enough to train on: a threshold that keeps
+        # none does nothing, one that keeps all of them from the first step teaches mistakes.
+        self.pseudo_tracker = keras.metrics.Mean(name="pseudo_labelled") if pseudo_labels else None
         self.built = True  # its two networks are built: nothing to create on a first call
 
     def call(self, images: Any, training: bool = False) -> Any:
@@ -57,17 +66,34 @@ class JointRotation(keras.Model):
             rotation_loss = keras.ops.mean(
                 keras.losses.sparse_categorical_crossentropy(turns, turned))
             loss = class_loss + self.rotation_weight * rotation_loss
+            if self.pseudo_labels:
+                kept, pseudo_loss = self._pseudo_label_loss(rotated)
+                loss = loss + pseudo_loss
         variables = self.trainable_variables
         self.optimizer.apply(tape.gradient(loss, variables), variables)
         # "loss" is the class loss, what the selection split's val_loss compares with.
         for metric in self.metrics:
             if metric is self.rotation_tracker:
                 metric.update_state(rotation_loss)
+            elif metric.name == "pseudo_labelled":  # only with a threshold
+                metric.update_state(kept)
             elif metric.name == "loss":
                 metric.update_state(class_loss)
             else:
                 metric.update_state(labels, predicted)
         return self.get_metrics_result()
+
+    def _pseudo_label_loss(self, rotated: Any) -> tuple[Any, Any]:
+        """The class loss on the confident upright images of a rotated batch, averaged over all
+        of them (as FixMatch does: few confident images weigh little), and the share kept."""
+        # rotate_all stacks the batch's four rotations in order, the upright quarter first.
+        upright = rotated[: keras.ops.shape(rotated)[0] // pipeline.NUM_ROTATIONS]
+        predicted = self.classifier(upright, training=True)
+        guess = keras.ops.stop_gradient(predicted)
+        kept = keras.ops.cast(keras.ops.max(guess, axis=-1) >= self.pseudo_labels, "float32")
+        losses = keras.losses.sparse_categorical_crossentropy(
+            keras.ops.argmax(guess, axis=-1), predicted)
+        return keras.ops.mean(kept), keras.ops.mean(kept * losses)
 
 
 def rotation_model(source: keras.Model, classifier: keras.Model) -> keras.Model:

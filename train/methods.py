@@ -245,7 +245,8 @@ def train_network(method: str, source: keras.Model, data: Labelled, settings: Fi
         # S4L: from here on every step adds the rotation loss on the task's images.
         pool = (fit_pixels if data.unlabelled is None or not len(data.unlabelled)
                 else np.concatenate([fit_pixels, data.unlabelled]))
-        fitted = joint.JointRotation(model, joint.rotation_model(network, model))
+        fitted = joint.JointRotation(model, joint.rotation_model(network, model),
+                                     pseudo_labels=settings.options.pseudo_labels)
         train = joint.joint_dataset(train, pool, settings.batch_size, settings.seed)
     stage = fit_stage(
         fitted, train, selection, recipe,
