@@ -16,7 +16,7 @@ tf = pytest.importorskip("tensorflow")
 from edge_ssl.errors import ConfigError  # noqa: E402
 from edge_ssl.train import demo_data, joint, methods, pipeline, probe  # noqa: E402
 from edge_ssl.train import method_names as names  # noqa: E402
-from edge_ssl.train.config import DEFAULT_FINETUNE_STEPS, FinetuneOptions  # noqa: E402
+from edge_ssl.train.config import DEFAULT_FINETUNE_STEPS, FinetuneOptions, RotationLoss  # noqa: E402
 from edge_ssl.train.model import ModelSpec, build_model  # noqa: E402
 
 SPEC = ModelSpec(image_size=32, width=0.35, bn_momentum=0.9)
@@ -199,22 +199,40 @@ def test_both_probes_choose_a_block_up_to_the_cut() -> None:
     assert tiny.choice in ("8x8", "16x16")
 
 
-def test_rotation_loss_run_ships_the_joint_fine_tune(tmp_path: Path) -> None:
-    """`--rotation-loss`: classifier.keras is the rotation-loss fine-tune, trained on the
-    labelled images and those --labels-per-class left out; export sees one output as ever."""
+def test_images_without_labels_turn_the_rotation_loss_on(tmp_path: Path) -> None:
+    """By default (auto), a run whose task has images without labels ships the rotation-loss
+    fine-tune as classifier.keras, trained on the labelled images and those --labels-per-class
+    left out, and config.json says so; export sees one output as ever."""
     from edge_ssl import contract as C
     from edge_ssl.rundir import create_run_dir
-    from edge_ssl.train.config import TrainConfig
+    from edge_ssl.train.config import TrainConfig, load_run_config
     from edge_ssl.train.run import train
 
     run = create_run_dir(tmp_path, "r", overwrite=False)
     config = TrainConfig(demo_per_class=12, labels_per_class=4, image_size=32, width=0.35,
                          batch_size=8, pretext_epochs=1, finetune_epochs=2, finetune_steps=4,
-                         head_epochs=0, rotation_loss=True)
+                         head_epochs=0)
+    assert config.rotation_loss is RotationLoss.auto
     report = train(config, run)
     assert list(report["methods"]) == [names.S4L_FINETUNE]
+    assert load_run_config(run).rotation_loss is RotationLoss.on
     assert report["protocol"]["rotation_loss_unlabelled_images"] == 2 * (12 - 4)
     assert "rotation_loss" in (run / C.HISTORY_FINETUNE).read_text().splitlines()[0]
     classifier = keras.models.load_model(run / C.CLASSIFIER_MODEL)
     assert classifier.output_shape == (None, 2)
     assert not (run / C.PLAIN_CLASSIFIER_MODEL).exists()
+
+
+def test_auto_is_off_without_unlabelled_images_and_old_runs_keep_theirs() -> None:
+    from edge_ssl.train.config import TrainConfig
+
+    auto = TrainConfig()
+    assert auto.resolve_rotation_loss(0).rotation_loss is RotationLoss.off
+    assert auto.resolve_rotation_loss(1).rotation_loss is RotationLoss.on
+    forced = TrainConfig(rotation_loss=RotationLoss.off)
+    assert forced.resolve_rotation_loss(450).rotation_loss is RotationLoss.off
+    saved = TrainConfig(rotation_loss=RotationLoss.on).to_dict()
+    assert TrainConfig.from_dict(saved).rotation_loss is RotationLoss.on
+    assert TrainConfig.from_dict({**saved, "rotation_loss": True}).rotation_loss is RotationLoss.on
+    del saved["rotation_loss"]  # a run from before the option: no rotation loss
+    assert TrainConfig.from_dict(saved).rotation_loss is RotationLoss.off

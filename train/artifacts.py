@@ -16,7 +16,7 @@ from edge_ssl.atomic import write_json, write_with
 from edge_ssl.images import INTERPOLATION
 from edge_ssl.train import distribute, pipeline
 from edge_ssl.train import method_names as names
-from edge_ssl.train.config import TrainConfig
+from edge_ssl.train.config import RotationLoss, TrainConfig
 from edge_ssl.train.environment import device_description, library_versions
 from edge_ssl.train.model import model_spec
 from edge_ssl.train.session import Session
@@ -40,13 +40,13 @@ HISTORY_FILES = {names.SSL_FINETUNE: C.HISTORY_FINETUNE, names.SCRATCH: C.HISTOR
 
 def shipped_method(config: TrainConfig) -> str:
     """The fine-tune whose classifier a run ships (classifier.keras, what export converts)."""
-    return names.S4L_FINETUNE if config.rotation_loss else names.SSL_FINETUNE
+    return names.S4L_FINETUNE if config.rotation_loss is RotationLoss.on else names.SSL_FINETUNE
 
 
 def model_files(config: TrainConfig) -> tuple[dict[str, str], dict[str, str]]:
     """(model file, history file) of each network method of a run: the shipped fine-tune's
     are classifier.keras and history_finetune.csv, with or without the rotation loss."""
-    if not config.rotation_loss:
+    if config.rotation_loss is not RotationLoss.on:
         return MODEL_FILES, HISTORY_FILES
     return ({**MODEL_FILES, names.S4L_FINETUNE: C.CLASSIFIER_MODEL,
              names.SSL_FINETUNE: C.PLAIN_CLASSIFIER_MODEL},

@@ -7,7 +7,7 @@ Each field that is a command-line option is declared here with its help (edge_ss
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from edge_ssl.options import (
     split_commas,
     to_json,
 )
-from edge_ssl.train.cuts import CUT_LAYERS, DEFAULT_CUT, reaches
+from edge_ssl.train.cuts import CUT_LAYERS, DEFAULT_CUT, require_within_pretext
 
 # keras.applications.MobileNetV2 ships ImageNet weights only for these widths.
 IMAGENET_WIDTHS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
@@ -75,6 +75,14 @@ class Schedule(str, Enum):
     auto = "auto"  # early-stopping when the selection split is big enough, else fixed
     early_stopping = "early-stopping"  # watch a selection split carved from the labels
     fixed = "fixed"  # all labels train; cosine decay over --finetune-epochs, last epoch kept
+
+
+class RotationLoss(str, Enum):
+    """Whether the shipped fine-tune keeps the rotation loss on the task's images (S4L)."""
+
+    auto = "auto"  # on when the task has images without labels, off otherwise
+    on = "on"
+    off = "off"
 
 
 class StrategyName(str, Enum):
@@ -203,9 +211,11 @@ class TrainConfig(FinetuneOptions):
         "fine-tune with the rotation loss (from the pretext and from random init), SSL linear "
         "probe, from scratch (the same network, and a shallow one), random-init probe, "
         "tiny-image ridge, colour histogram.", panel=TRAINING)
-    rotation_loss: bool = option(
-        False, "Fine-tune with the rotation loss kept on the task's images, labelled and "
-        "unlabelled (S4L): classifier.keras is that fine-tune.", panel=TRAINING)
+    rotation_loss: RotationLoss = option(
+        RotationLoss.auto, "Fine-tune with the rotation loss kept on the task's images, "
+        "labelled and unlabelled (S4L): classifier.keras is that fine-tune. auto: on when the "
+        "task has images without labels (those --labels-per-class leaves out, a folder's "
+        "unlabeled/); config.json records what auto chose.", "auto|on|off", TRAINING)
     seed: int = option(0, "Seed for splits, sampling and initialisation.", "N", TRAINING)
     mixed_precision: bool = option(
         False, "mixed_float16 policy (GPUs); the softmax and the loss stay float32.",
@@ -288,11 +298,20 @@ class TrainConfig(FinetuneOptions):
     def to_dict(self) -> dict[str, Any]:
         return to_json(self)
 
+    def resolve_rotation_loss(self, unlabelled_images: int) -> TrainConfig:
+        """This config with `auto` decided for a task with that many images without labels."""
+        if self.rotation_loss is not RotationLoss.auto:
+            return self
+        return replace(self, rotation_loss=RotationLoss.on if unlabelled_images
+                       else RotationLoss.off)
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         # Runs saved before an option existed keep what they did: no head-only epochs, the
         # BatchNorm layers trained with the rest, a pretext over all of MobileNetV2, one pass
-        # over the labels an epoch and no weight decay.
+        # over the labels an epoch, no weight decay and no rotation loss (once a true/false).
+        rotation = values.get("rotation_loss", False)
+        values = {**values, "rotation_loss": {True: "on", False: "off"}.get(rotation, rotation)}
         return from_json(cls, values, legacy={"head_epochs": 0, "finetune_batchnorm": "train",
                                               "pretext_top": None, **LEGACY_FINETUNE})
 
@@ -304,14 +323,6 @@ class TrainConfig(FinetuneOptions):
 def pretext_top(depth: PretextDepth, cut: str) -> str | None:
     """The `--pretext-depth` option as the layer the pretext backbone ends at."""
     return cut if depth is PretextDepth.cut else None
-
-
-def require_within_pretext(cut: str, top: str | None) -> None:
-    """A classifier cannot cut a pretext network past its last block: say so before any work."""
-    if not reaches(top, cut):
-        raise ConfigError(f"--cut {cut} is past the end of the pretext network, which stops at "
-                          f"{top}: cut at {top} or an earlier block, or train a pretext with "
-                          "--pretext-depth full.")
 
 
 def load_run_config(run: Path) -> TrainConfig:

@@ -54,6 +54,8 @@ def train(config: TrainConfig, run: Path, *, source: Source | None = None, resum
     keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision
                                             else "float32")
     source = source or load_source(config)
+    # Decided once, from the data, and saved so: a resumed run keeps what it started with.
+    config = config.resolve_rotation_loss(len(source.spare))
     for note in source.notes:
         log.info(note)
     session = Session(config, run, cluster or distribute.single_device(),

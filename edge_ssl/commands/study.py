@@ -12,7 +12,8 @@ from edge_ssl.commands.render_training import print_study
 from edge_ssl.commands.shared_options import Verbose
 from edge_ssl.console import console, user_errors
 from edge_ssl.options import OUTPUT
-from edge_ssl.train.config import load_run_config, require_within_pretext
+from edge_ssl.train.config import load_run_config
+from edge_ssl.train.cuts import require_within_pretext
 from edge_ssl.train.study import StudyConfig
 
 
