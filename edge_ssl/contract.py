@@ -35,7 +35,7 @@ BASELINE_SHALLOW_MODEL = "baseline_shallow.keras"
 # --baseline's rotation-loss fine-tunes (S4L): from the pretext, and from random initialisation.
 ROTATION_CLASSIFIER_MODEL = "classifier_rotation.keras"
 ROTATION_BASELINE_MODEL = "baseline_rotation.keras"
-# With --rotation-loss the rotation-loss fine-tune is classifier.keras; --baseline's plain one:
+# With the rotation loss on, that fine-tune is classifier.keras; --baseline's plain one:
 PLAIN_CLASSIFIER_MODEL = "classifier_no_rotation.keras"
 HISTORY_PRETEXT = "history_pretext.csv"
 HISTORY_FINETUNE = "history_finetune.csv"
