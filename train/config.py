@@ -309,11 +309,13 @@ class TrainConfig(FinetuneOptions):
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         # Runs saved before an option existed keep what they did: no head-only epochs, the
         # BatchNorm layers trained with the rest, a pretext over all of MobileNetV2, one pass
-        # over the labels an epoch, no weight decay and no rotation loss (once a true/false).
-        rotation = values.get("rotation_loss", False)
-        values = {**values, "rotation_loss": {True: "on", False: "off"}.get(rotation, rotation)}
+        # over the labels an epoch, no weight decay and no rotation loss.
+        rotation = values.get("rotation_loss")
+        if isinstance(rotation, bool):  # saved as true/false before `auto` existed
+            values = {**values, "rotation_loss": "on" if rotation else "off"}
         return from_json(cls, values, legacy={"head_epochs": 0, "finetune_batchnorm": "train",
-                                              "pretext_top": None, **LEGACY_FINETUNE})
+                                              "pretext_top": None, "rotation_loss": "off",
+                                              **LEGACY_FINETUNE})
 
     @classmethod
     def from_json(cls, text: str) -> TrainConfig:
