@@ -1,7 +1,8 @@
 """edge_ssl.runtime: run exported models with onnxruntime alone, never TensorFlow.
 
-`model` opens a model and reads its metadata, `decode` reads image files on threads, `classify`
-labels files and folders and `output` streams its rows, `evaluate` measures models on labelled
+`model` opens a model and reads its metadata, `parallel` runs it on one or more sessions with a
+batch split among them, `decode` reads image files on threads, `classify` labels files and
+folders and `output` streams its rows, `evaluate` measures models on labelled
 images (`labelled` finds them, `metrics` and `confusion_png` score and draw them), `latency`
 times models and `cpu` describes the processor. The runtime returns results and never prints:
 the CLI draws them (edge_ssl/commands/render_runtime.py). Nothing is imported here, so that the

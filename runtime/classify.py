@@ -15,30 +15,23 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edge_ssl import contract, progress
-from edge_ssl.errors import ConfigError, DataError, InferenceError
+from edge_ssl import progress
+from edge_ssl.errors import ConfigError, DataError
 from edge_ssl.images import IMAGE_EXTENSIONS, list_images
 from edge_ssl.options import INPUT, OUTPUT, RUNTIME, option
 from edge_ssl.runtime.decode import Batch, batches
-from edge_ssl.runtime.model import (
-    ModelInfo,
-    SessionOptions,
-    open_session,
-    require_positive,
-    resolve_model,
-)
+from edge_ssl.runtime.model import ModelInfo, SessionOptions, require_positive, resolve_model
 from edge_ssl.runtime.output import FORMATS, Failure, Prediction, PredictionWriter, Row
-
-if TYPE_CHECKING:
-    import onnxruntime as ort
+from edge_ssl.runtime.parallel import Layout, Runner, open_runner
 
 log = logging.getLogger(__name__)
 
 RowsCallback = Callable[[Sequence[Row]], None]  # one batch's rows, in input order
+# A job of fewer images runs on one session: timing the layouts would cost more than it saves.
+CALIBRATE_FROM = 1000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,7 +79,7 @@ class ClassifyResult:
 
     info: ModelInfo
     provider: str
-    threads: int | None
+    layout: Layout
     files: int  # in the job
     output: Path | None  # the file being written, if any
     label_counts: Counter[str] = field(default_factory=Counter)
@@ -137,22 +130,35 @@ def classify(config: ClassifyConfig, on_rows: RowsCallback | None = None,
         raise DataError(f"no images found in {where} (looked for "
                         f"{', '.join(sorted(IMAGE_EXTENSIONS))}){hint}.")
     # Spinning intra-op threads would take the cores the decoding threads need.
-    session, info, provider = open_session(resolve_model(config.model), config.device,
-                                           config.threads, spin=False)
-    if config.top_k > len(info.labels):
-        raise ConfigError(f"--top-k {config.top_k} is more than the model's "
-                          f"{len(info.labels)} labels; use --top-k {len(info.labels)} or less.")
-    writer = (PredictionWriter(config.output, config.top_k) if config.output is not None
-              else None)
-    result = ClassifyResult(info, provider, config.threads, len(paths), config.output)
+    with open_runner(resolve_model(config.model), config.device, config.sessions,
+                     config.threads, config.batch_size, len(paths) >= CALIBRATE_FROM,
+                     spin=False) as runner:
+        labels = runner.info.labels
+        if config.top_k > len(labels):
+            raise ConfigError(f"--top-k {config.top_k} is more than the model's {len(labels)} "
+                              f"labels; use --top-k {len(labels)} or less.")
+        writer = (PredictionWriter(config.output, config.top_k) if config.output is not None
+                  else None)
+        result = ClassifyResult(runner.info, runner.provider, runner.layout, len(paths),
+                                config.output)
+        _stream(config, paths, runner, result, writer, on_rows, on_start)
+    return result
+
+
+def _stream(config: ClassifyConfig, paths: Sequence[Path], runner: Runner,
+            result: ClassifyResult, writer: PredictionWriter | None,
+            on_rows: RowsCallback | None,
+            on_start: Callable[[ClassifyResult, Sequence[Path]], None] | None) -> None:
+    """Decode, classify and write every file, batch by batch, counting into `result`; the
+    writer is closed whatever happens, with the rows finished so far."""
     workers = config.decode_threads or min(8, os.cpu_count() or 1)
     start = time.perf_counter()
     done = 0
     try:
         if on_start is not None:
             on_start(result, paths)
-        for batch in batches(paths, info.image_size, config.batch_size, workers):
-            rows = _rows(batch, run(session, info, batch.pixels), info.labels, config.top_k)
+        for batch in batches(paths, runner.info.image_size, config.batch_size, workers):
+            rows = _rows(batch, runner.run(batch.pixels), runner.info.labels, config.top_k)
             for row in rows:
                 if isinstance(row, Failure):
                     result.failures.append(row)
@@ -170,26 +176,6 @@ def classify(config: ClassifyConfig, on_rows: RowsCallback | None = None,
         if writer is not None:
             writer.close()
             result.output = config.output if writer.rows else None
-    return result
-
-
-def run(session: ort.InferenceSession, info: ModelInfo, pixels: np.ndarray) -> np.ndarray:
-    """Probabilities `[n, C]` of uint8 `[n, S, S, 3]` pixels (`[0, C]` for none).
-
-    Raises:
-        InferenceError: onnxruntime failed, as one line that names the model.
-    """
-    if not len(pixels):
-        return np.zeros((0, len(info.labels)), np.float32)
-    try:
-        (probabilities,) = session.run([contract.OUTPUT_NAME], {contract.INPUT_NAME: pixels})
-    except Exception as exc:  # onnxruntime raises its own exception types
-        reason = str(exc).split(" : ")[-1].strip().splitlines()[0] if str(exc) else ""
-        raise InferenceError(
-            f"{info.path}: onnxruntime failed on a batch of {len(pixels)} images "
-            f"({type(exc).__name__}: {reason}); re-export the model with `edge-ssl export`, "
-            "or try --device cpu or a smaller --batch-size.") from None
-    return np.asarray(probabilities)
 
 
 def _rows(batch: Batch, probabilities: np.ndarray, labels: Sequence[str], top_k: int

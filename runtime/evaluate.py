@@ -8,6 +8,7 @@ top-1 agreement between every two models tells how often a variant changes FP32'
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -25,11 +26,12 @@ from edge_ssl import atomic, progress
 from edge_ssl.errors import ConfigError, DataError
 from edge_ssl.options import DATA, OUTPUT, option, split_commas
 from edge_ssl.runtime import confusion_png
-from edge_ssl.runtime.classify import ReadOptions, run
+from edge_ssl.runtime.classify import CALIBRATE_FROM, ReadOptions
 from edge_ssl.runtime.decode import batches
 from edge_ssl.runtime.labelled import LabelledImages, find_labelled
 from edge_ssl.runtime.metrics import ClassMetrics, confusion_matrix, macro, per_class
 from edge_ssl.runtime.model import ModelInfo, open_session
+from edge_ssl.runtime.parallel import Layout, Runner, open_runner
 from edge_ssl.stats import Rate
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,7 @@ class ModelEvaluation:
 
     info: ModelInfo
     provider: str
+    layout: Layout
     name: str  # short, unique among the models: names its artifacts
     probabilities: np.ndarray = field(repr=False)  # float32 [n, C], C = len(info.labels)
     accuracy: Rate = field(default_factory=lambda: Rate(0, 0))
@@ -112,54 +115,32 @@ def evaluate(config: EvaluateConfig) -> Evaluation:
             not output_dir.is_dir() or any(output_dir.iterdir())):
         raise ConfigError(f"{output_dir} already exists; pass --overwrite to replace its "
                           "files, or choose another --output-dir.")
-    sessions = [open_session(path, config.device, config.threads, spin=False)
-                for path in config.models]
-    infos = [info for _, info, _ in sessions]
-    data = find_labelled(config.data, infos[0].labels, config.classes)
-    for info in infos[1:]:
-        unknown = sorted(set(data.truths) - set(info.labels))
-        if unknown:
-            raise DataError(f"{info.path} has no label {', '.join(map(repr, unknown))} "
-                            f"(it knows {', '.join(info.labels)}); evaluate models with the "
-                            "same classes together.")
-    names = _names(config.models)
-    models = [ModelEvaluation(info, provider, name, np.zeros((len(data.paths),
-                                                              len(info.labels)), np.float32))
-              for (_, info, provider), name in zip(sessions, names, strict=True)]
-    decoded = np.ones(len(data.paths), bool)
-    failures: dict[Path, str] = {}
-    timings = [0.0] * len(models)
-    timed = [0] * len(models)
-    workers = config.decode_threads or min(8, os.cpu_count() or 1)
-    sizes = sorted({info.image_size for info in infos})
-    total = len(data.paths) * len(sizes)
-    done = 0
-    for size in sizes:  # one pass over the files per native size
-        group = [i for i, info in enumerate(infos) if info.image_size == size]
-        offset = 0
-        for number, batch in enumerate(batches(data.paths, size, config.batch_size, workers)):
-            for position, message in batch.errors.items():
-                decoded[offset + position] = False
-                path = batch.paths[position]
-                failures[path] = message.removeprefix(f"{path}: ")
-            rows = [offset + position for position in batch.decoded]
-            for i in group:
-                start = time.perf_counter()
-                models[i].probabilities[rows] = run(sessions[i][0], infos[i], batch.pixels)
-                if number > 0 or len(data.paths) <= config.batch_size:
-                    timings[i] += time.perf_counter() - start
-                    timed[i] += len(rows)
-            offset += len(batch.paths)
-            done += len(batch.paths)
-            progress.report(log, "evaluated", done, total)
+    # The first model's labels say which images to read; its session is only for that.
+    _, first, _ = open_session(config.models[0], config.device, config.threads, spin=False)
+    data = find_labelled(config.data, first.labels, config.classes)
+    with contextlib.ExitStack() as stack:
+        runners = [stack.enter_context(open_runner(
+            path, config.device, config.sessions, config.threads, config.batch_size,
+            len(data.paths) >= CALIBRATE_FROM, spin=False)) for path in config.models]
+        for runner in runners[1:]:
+            unknown = sorted(set(data.truths) - set(runner.info.labels))
+            if unknown:
+                raise DataError(f"{runner.info.path} has no label "
+                                f"{', '.join(map(repr, unknown))} (it knows "
+                                f"{', '.join(runner.info.labels)}); evaluate models with the "
+                                "same classes together.")
+        models = [ModelEvaluation(runner.info, runner.provider, runner.layout, name,
+                                  np.zeros((len(data.paths), len(runner.info.labels)),
+                                           np.float32))
+                  for runner, name in zip(runners, _names(config.models), strict=True)]
+        decoded, failures = _infer(config, data, runners, models)
     if not decoded.any():
         raise DataError(f"none of the {len(data.paths):,} images of {config.data} could be "
                         "read; see the files reported above.")
     paths = [p for p, ok in zip(data.paths, decoded, strict=True) if ok]
     truths = [t for t, ok in zip(data.truths, decoded, strict=True) if ok]
-    for model, seconds, images in zip(models, timings, timed, strict=True):
+    for model in models:
         model.probabilities = model.probabilities[decoded]
-        model.ms_per_image = 1000.0 * seconds / images if images else 0.0
         _score(model, truths)
     agreement = {(i, j): Rate.of(_names_of(models[i]) == _names_of(models[j]))
                  for i in range(len(models)) for j in range(i + 1, len(models))}
@@ -171,6 +152,41 @@ def evaluate(config: EvaluateConfig) -> Evaluation:
         raise ConfigError(f"{output_dir}: cannot write the results ({exc.strerror}); choose "
                           "another --output-dir.") from None
     return result
+
+
+def _infer(config: EvaluateConfig, data: LabelledImages, runners: list[Runner],
+           models: list[ModelEvaluation]) -> tuple[np.ndarray, dict[Path, str]]:
+    """Every model's probabilities and warm time per image; which files decoded, and why the
+    others did not. Files are decoded once per native size, for every model of that size."""
+    decoded = np.ones(len(data.paths), bool)
+    failures: dict[Path, str] = {}
+    timings = [0.0] * len(models)
+    timed = [0] * len(models)
+    workers = config.decode_threads or min(8, os.cpu_count() or 1)
+    sizes = sorted({runner.info.image_size for runner in runners})
+    total = len(data.paths) * len(sizes)
+    done = 0
+    for size in sizes:
+        group = [i for i, runner in enumerate(runners) if runner.info.image_size == size]
+        offset = 0
+        for number, batch in enumerate(batches(data.paths, size, config.batch_size, workers)):
+            for position, message in batch.errors.items():
+                decoded[offset + position] = False
+                path = batch.paths[position]
+                failures[path] = message.removeprefix(f"{path}: ")
+            rows = [offset + position for position in batch.decoded]
+            for i in group:
+                start = time.perf_counter()
+                models[i].probabilities[rows] = runners[i].run(batch.pixels)
+                if number > 0 or len(data.paths) <= config.batch_size:
+                    timings[i] += time.perf_counter() - start
+                    timed[i] += len(rows)
+            offset += len(batch.paths)
+            done += len(batch.paths)
+            progress.report(log, "evaluated", done, total)
+    for model, seconds, images in zip(models, timings, timed, strict=True):
+        model.ms_per_image = 1000.0 * seconds / images if images else 0.0
+    return decoded, failures
 
 
 def _score(model: ModelEvaluation, truths: Sequence[str]) -> None:
@@ -233,7 +249,8 @@ def to_json(result: Evaluation) -> dict[str, Any]:
         "batch_size": result.batch_size,
         "models": [{
             "file": str(m.info.path), "name": m.name, "precision": m.info.precision,
-            "provider": m.provider, "labels": list(m.info.labels),
+            "provider": m.provider, "layout": m.layout.to_json(),
+            "labels": list(m.info.labels),
             "accuracy": m.accuracy.to_json(),
             "macro": {field: number(macro(m.classes, field))
                       for field in ("precision", "recall", "f1")},

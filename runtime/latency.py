@@ -1,23 +1,27 @@
 """Latency of exported models under onnxruntime, side by side.
 
 Every model sees the same random uint8 images at its native size (same seed), so FP32 and INT8
-variants of one model are compared on identical inputs. Warm-up runs come first: the first
+variants of one model are compared on identical inputs. Each batch size runs in the layout
+(sessions × threads, edge_ssl.runtime.parallel) the user set or the calibration found fastest
+for it, and the result says which. Warm-up runs come first: the first
 calls allocate memory and pick kernels, and are not the steady state a device lives in.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edge_ssl import __version__, contract
+from edge_ssl import __version__
 from edge_ssl.errors import ConfigError
 from edge_ssl.options import RUNTIME, joined, option
 from edge_ssl.runtime.cpu import CpuInfo, cpu_info
-from edge_ssl.runtime.model import SessionOptions, open_session, require_positive
+from edge_ssl.runtime.model import SessionOptions, require_positive
+from edge_ssl.runtime.parallel import open_runner
 
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:
@@ -67,7 +71,8 @@ class BenchResult:
     image_size: int
     file_size: int
     provider: str
-    threads: int | None
+    sessions: int  # the layout that ran: sessions sharing each batch,
+    threads: int | None  # intra-op threads each (None: onnxruntime's default)
     batch_size: int
     iterations: int
     p50_ms: float
@@ -100,26 +105,35 @@ def bench(config: BenchConfig) -> BenchReport:
     inputs: dict[int, np.ndarray] = {}  # native size → uint8 [max batch, S, S, 3]
     results = []
     for path in config.models:
-        session, info, provider = open_session(path, config.device, config.threads)
-        size = info.image_size
-        if size not in inputs:
-            inputs[size] = rng.integers(0, 256, (max(config.batch_sizes), size, size, 3),
-                                        dtype=np.uint8)
         for batch_size in config.batch_sizes:
-            feed = {contract.INPUT_NAME: inputs[size][:batch_size]}
-            for _ in range(config.warmup):
-                session.run([contract.OUTPUT_NAME], feed)
-            times = np.empty(config.iterations)
-            for i in range(config.iterations):
-                start = time.perf_counter()
-                session.run([contract.OUTPUT_NAME], feed)
-                times[i] = time.perf_counter() - start
+            # Each batch size gets its own layout: one session for one image, several for many.
+            with open_runner(path, config.device, config.sessions, config.threads,
+                             batch_size) as runner:
+                size = runner.info.image_size
+                if size not in inputs:
+                    inputs[size] = rng.integers(0, 256, (max(config.batch_sizes), size, size, 3),
+                                                dtype=np.uint8)
+                times = _time(runner.run, inputs[size][:batch_size], config)
             p50, p90, p99 = np.percentile(times, [50, 90, 99]) * 1e3
             results.append(BenchResult(
-                model=str(path), precision=info.precision, task=info.task, image_size=size,
-                file_size=info.file_size, provider=provider, threads=config.threads,
+                model=str(path), precision=runner.info.precision, task=runner.info.task,
+                image_size=size, file_size=runner.info.file_size, provider=runner.provider,
+                sessions=runner.layout.sessions, threads=runner.layout.threads,
                 batch_size=batch_size, iterations=config.iterations, p50_ms=float(p50),
                 p90_ms=float(p90), p99_ms=float(p99), mean_ms=float(times.mean() * 1e3),
                 images_per_s=float(batch_size * config.iterations / times.sum()),
             ))
     return BenchReport(tuple(results), cpu_info(), ort.__version__, __version__, config.warmup)
+
+
+def _time(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
+          config: BenchConfig) -> np.ndarray:
+    """Seconds of each of `config.iterations` runs on `images`, after the warm-up runs."""
+    for _ in range(config.warmup):
+        run(images)
+    times = np.empty(config.iterations)
+    for i in range(config.iterations):
+        start = time.perf_counter()
+        run(images)
+        times[i] = time.perf_counter() - start
+    return times

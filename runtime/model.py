@@ -48,12 +48,16 @@ class SessionOptions:
     device: Device = option(
         Device.AUTO, "Execution provider: auto (CUDA when it starts, else the CPU), cpu, cuda "
         "or tensorrt.", "DEVICE", RUNTIME)
+    sessions: int | None = option(
+        None, "onnxruntime sessions that share each batch, the cores divided among them "
+        "(default: the fastest layout on this CPU, from a short calibration).", "N", RUNTIME,
+        minimum=1, show_default=False)
     threads: int | None = option(
-        None, "onnxruntime intra-op threads (default: one per core).", "N", RUNTIME, minimum=1,
-        show_default=False)
+        None, "onnxruntime intra-op threads per session (default: one per core for one "
+        "session).", "N", RUNTIME, minimum=1, show_default=False)
 
     def __post_init__(self) -> None:
-        require_positive(self, "threads")
+        require_positive(self, "sessions", "threads")
 
 
 def require_positive(config: object, *names: str) -> None:

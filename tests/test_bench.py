@@ -58,18 +58,31 @@ def test_json_holds_every_field(tmp_path: Path, models: tuple[Path, Path]) -> No
         assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
         assert row["images_per_s"] == pytest.approx(row["batch_size"] * 1e3 / row["mean_ms"])
         assert row["provider"] == "CPUExecutionProvider"
-        assert row["threads"] == 1 and row["iterations"] == 5
+        assert (row["sessions"], row["threads"], row["iterations"]) == (1, 1, 5)
         assert row["file_size"] == Path(row["model"]).stat().st_size
     assert [r["image_size"] for r in rows] == [8, 8, 12, 12]
     assert report["warmup"] == 1
+
+
+def test_each_batch_size_gets_the_layout_asked_for(tmp_path: Path,
+                                                   models: tuple[Path, Path]) -> None:
+    out = tmp_path / "bench.json"
+
+    result = invoke(models[0], "--batch-sizes", "1,4", "--warmup", "1", "--iterations", "3",
+                    "--sessions", "2", "--device", "cpu", "--json", out)
+
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text(encoding="utf-8"))["results"]
+    assert [(r["batch_size"], r["sessions"]) for r in rows] == [(1, 2), (4, 2)]
+    assert "2×" in result.stdout
 
 
 def test_table_shows_models_side_by_side(models: tuple[Path, Path]) -> None:
     result = invoke(*models, "--batch-sizes", "2", "--warmup", "0", "--iterations", "3")
 
     assert result.exit_code == 0, result.output
-    for text in ("colour.onnx", "pretext.onnx", "p50 ms", "p99 ms", "images/s", "vs first",
-                 "onnxruntime", "fp32", "CPU"):
+    for text in ("colour.onnx", "pretext.onnx", "layout", "p50 ms", "p99 ms", "images/s",
+                 "vs first", "onnxruntime", "fp32", "CPU"):
         assert text in result.stdout
 
 

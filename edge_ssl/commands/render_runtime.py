@@ -142,12 +142,11 @@ def print_summary(result: ClassifyResult, console: Console) -> None:
         share = f"{n / total:.0%}" if total else "-"
         table.add_row(escape(_label(result, label)), f"{n:,}", share, mean)
     console.print(table)
-    threads = result.threads or "default"
     skipped = f"; {len(result.failures):,} skipped" if result.failures else ""
     console.print(
         f"classified {total:,} of {result.files:,} images in "
         f"{result.seconds:.2f} s ({result.images_per_second:,.0f} images/s) with "
-        f"{escape(str(result.info.path))} on {result.provider}, threads: {threads}{skipped}",
+        f"{escape(str(result.info.path))} on {result.provider}, {result.layout}{skipped}",
         soft_wrap=True,
     )
     if result.output is not None:
@@ -199,7 +198,8 @@ def _share(value: float | None) -> str:
 
 
 def bench_tables(report: BenchReport) -> tuple[Table, Table]:
-    """The models (size, provider, threads), then their timings side by side per batch size.
+    """The models (size, provider), then their timings side by side per batch size, each in
+    its layout (sessions × threads per session; `auto`: onnxruntime's default).
 
     Two narrow tables rather than one wide one, so that both fit an 80-column terminal.
     """
@@ -208,17 +208,18 @@ def bench_tables(report: BenchReport) -> tuple[Table, Table]:
     models = Table(title=f"{cpu.name}, {cpu.logical_cores} cores ({features}); "
                          f"onnxruntime {report.onnxruntime}", title_justify="left",
                    box=box.SIMPLE_HEAD, pad_edge=False)
-    for name in ("model", "precision", "MB", "provider", "threads"):
+    for name in ("model", "precision", "MB", "provider"):
         models.add_column(name, justify="right" if name == "MB" else "left")
     names: dict[str, str] = {}
     for r in report.results:
         if r.model not in names:
             names[r.model] = _short_name(r.model, [x.model for x in report.results])
             models.add_row(escape(names[r.model]), r.precision or "?", f"{r.file_size / 1e6:.1f}",
-                           r.provider, str(r.threads or "auto"))
+                           r.provider)
     timings = Table(title=f"latency after {report.warmup} warm-up runs; images/s over the "
                           "timed runs", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    for name in ("batch", "model", "p50 ms", "p90 ms", "p99 ms", "images/s", "vs first"):
+    for name in ("batch", "model", "layout", "p50 ms", "p90 ms", "p99 ms", "images/s",
+                 "vs first"):
         timings.add_column(name, justify="left" if name == "model" else "right")
     first: dict[int, float] = {}
     ordered = sorted(report.results, key=lambda r: r.batch_size)  # stable: models keep order
@@ -226,7 +227,8 @@ def bench_tables(report: BenchReport) -> tuple[Table, Table]:
         if i > 0 and ordered[i - 1].batch_size != r.batch_size:
             timings.add_section()
         base = first.setdefault(r.batch_size, r.images_per_s)
-        timings.add_row(str(r.batch_size), escape(names[r.model]), f"{r.p50_ms:.2f}",
+        timings.add_row(str(r.batch_size), escape(names[r.model]),
+                        f"{r.sessions}×{r.threads or 'auto'}", f"{r.p50_ms:.2f}",
                         f"{r.p90_ms:.2f}", f"{r.p99_ms:.2f}", f"{r.images_per_s:,.0f}",
                         f"{r.images_per_s / base:.2f}×")
     return models, timings

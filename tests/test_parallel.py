@@ -1,0 +1,116 @@
+"""Data-parallel inference: the layouts worth timing, a batch split among sessions, calibration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx_models
+import pytest
+from typer.testing import CliRunner
+
+from edge_ssl.cli import app
+from edge_ssl.errors import InferenceError
+from edge_ssl.runtime.model import Device
+from edge_ssl.runtime.parallel import Layout, candidate_layouts, open_layout, open_runner
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return onnx_models.build_model(tmp_path_factory.mktemp("model") / "classifier.onnx")
+
+
+def images(count: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    size = onnx_models.SIZE
+    return rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(("sessions", "threads", "batch", "cores", "expected"), [
+    # What the user sets is kept; --threads alone is one session, as it always was.
+    (3, 2, 32, 2, [Layout(3, 2)]),
+    (2, None, 32, 8, [Layout(2, 4)]),
+    (4, None, 32, 2, [Layout(4, 1)]),
+    (None, 2, 32, 8, [Layout(1, 2)]),
+    # Otherwise one default session and every split of the cores the batch can feed.
+    (None, None, 32, 2, [Layout(1, None), Layout(2, 1)]),
+    (None, None, 32, 16, [Layout(1, None), Layout(16, 1), Layout(8, 2), Layout(4, 4),
+                          Layout(2, 8)]),
+    (None, None, 4, 16, [Layout(1, None), Layout(4, 4), Layout(2, 8)]),
+    (None, None, 1, 16, [Layout(1, None)]),
+    (None, None, 32, 1, [Layout(1, None)]),
+])
+def test_candidate_layouts(sessions: int | None, threads: int | None, batch: int, cores: int,
+                           expected: list[Layout]) -> None:
+    assert candidate_layouts(sessions, threads, batch, cores) == expected
+
+
+def test_layout_reads_as_words() -> None:
+    assert str(Layout(2, 1)) == "2 sessions × 1 thread"
+    assert str(Layout(1, None)) == "1 session × default threads"
+    assert Layout(4, 2).to_json() == {"sessions": 4, "threads": 2}
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 7, 32])
+def test_a_split_batch_gives_every_image_its_own_answer_in_order(model: Path,
+                                                                 count: int) -> None:
+    pixels = images(count, seed=count)
+    runner = open_layout(model, Device.CPU, Layout(3, 1))
+    try:
+        assert len(runner.sessions) == 3
+        probabilities = runner.run(pixels)
+    finally:
+        runner.close()
+    expected = onnx_models.expected_probabilities(pixels, onnx_models.colour_weights())
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+
+
+def test_an_empty_batch_has_no_rows(model: Path) -> None:
+    with open_runner(model, Device.CPU, sessions=2) as runner:
+        assert runner.run(images(0)).shape == (0, len(onnx_models.COLOURS))
+
+
+def test_calibration_keeps_one_of_the_candidates_and_its_answers(model: Path) -> None:
+    pixels = images(16)
+    with open_runner(model, Device.CPU, batch_size=16, cores=2) as runner:
+        assert runner.layout in candidate_layouts(None, None, 16, 2)
+        assert len(runner.sessions) == runner.layout.sessions
+        np.testing.assert_allclose(
+            runner.run(pixels),
+            onnx_models.expected_probabilities(pixels, onnx_models.colour_weights()), atol=1e-5)
+
+
+def test_without_calibration_one_default_session_runs(model: Path) -> None:
+    with open_runner(model, Device.CPU, batch_size=16, calibrate=False, cores=2) as runner:
+        assert runner.layout == Layout(1, None)
+
+
+def test_a_failing_run_names_the_model(model: Path) -> None:
+    size = onnx_models.SIZE
+    four_channels = np.zeros((4, size, size, 4), np.uint8)
+    with open_runner(model, Device.CPU, sessions=2) as runner, \
+            pytest.raises(InferenceError, match=r"classifier\.onnx: onnxruntime failed"):
+        runner.run(four_channels)
+
+
+def test_classify_runs_in_the_layout_asked_for_and_says_so(model: Path,
+                                                           tmp_path: Path) -> None:
+    from PIL import Image
+
+    for i, colour in enumerate([(200, 40, 30), (30, 190, 60), (20, 50, 210)] * 3):
+        Image.new("RGB", (20, 16), colour).save(tmp_path / f"{i}.png")
+    out = tmp_path / "rows.csv"
+    result = CliRunner().invoke(app, ["classify", str(tmp_path), "--model", str(model),
+                                      "--sessions", "2", "--threads", "1", "--batch-size", "4",
+                                      "--device", "cpu", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "2 sessions × 1 thread" in " ".join(result.output.split())
+    rows = out.read_text().splitlines()[1:]
+    assert [row.split(",")[1] for row in rows] == ["red", "green", "blue"] * 3
+
+
+def test_zero_sessions_are_refused(model: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["classify", str(tmp_path), "--model", str(model),
+                                      "--sessions", "0"])
+    assert result.exit_code != 0
+    assert "--sessions" in result.output
