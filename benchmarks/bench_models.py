@@ -16,6 +16,7 @@ import importlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +151,14 @@ def calibration(run: Path) -> np.ndarray:
 def onnx_file(run: Path, precision: str) -> Path:
     suffix = "" if precision == "fp32" else f".{precision}"
     return run / contract.EXPORTS_DIR / f"classifier{suffix}.onnx"
+
+
+def edge_ssl_command() -> list[str]:
+    """The `edge-ssl` script pip installed beside this Python, as a user would type it."""
+    script = Path(sys.executable).with_name("edge-ssl")
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-c", "from edge_ssl.cli import main; main()"]
 
 
 def _replace(staging: Path, target: Path) -> None:

@@ -1,18 +1,20 @@
 """Every way of running the classifier that the inference benchmarks compare, behind one shape.
 
-A `Runtime` turns a batch size into a `predict` function, uint8 `[B, S, S, 3]` → probabilities
-`[B, C]`, specialised for that size the way a deployment would (LiteRT and OpenVINO plan memory
-for a fixed shape). Every runtime gets the same images and the same number of threads, and is
-checked against Keras on the validation images before it is timed: a fast wrong answer is not a
-result.
+A `Runtime` turns a batch size and a layout into a `Prepared` predict function, uint8
+`[B, S, S, 3]` → probabilities `[B, C]`, specialised for that size the way a deployment would
+(LiteRT and OpenVINO plan memory for a fixed shape). A layout is how the same cores are used:
+one instance (session, interpreter, stream) with every thread, or several with fewer threads
+each, the batch split among them on Python threads. Every runtime gets the same images and the
+same cores, is checked against Keras on the validation images before it is timed (a fast wrong
+answer is not a result), and is timed in the layout that measured fastest for it, so that every
+ratio compares the best of each.
 """
 
 from __future__ import annotations
 
-import tempfile
-import warnings
+import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ import numpy as np
 
 from edge_ssl import contract
 from edge_ssl.export.config import ExportConfig
+from edge_ssl.runtime import parallel
+from edge_ssl.runtime.parallel import Layout
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -30,15 +34,59 @@ MAX_ABS_DIFF = {"fp32": 1e-4, "fp16": ExportConfig.fp16_tolerance}
 # A top-1 that differs from Keras is a bug only where Keras' two best probabilities are further
 # apart than this runtime's arithmetic can move them: each by at most MAX_ABS_DIFF.
 TOP1_MARGIN = {"fp32": 2 * MAX_ABS_DIFF["fp32"], "fp16": 2 * MAX_ABS_DIFF["fp16"], "int8": 0.5}
+SEARCH_SECONDS = 0.3  # each candidate layout is timed this long (after a warm-up call)
+
+
+@dataclass
+class Prepared:
+    """A runtime ready for one batch size in one layout; `close` frees its threads and memory."""
+
+    predict: Predict
+    layout: Layout
+    stop: Callable[[], None] = field(default=lambda: None)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self.predict(images)
+
+    def close(self) -> None:
+        self.stop()
 
 
 @dataclass(frozen=True)
 class Runtime:
-    """One contender: `prepare(batch_size)` returns its predict function for that batch size."""
+    """One contender: `prepare(batch_size, layout)`; `layouts(batch_size)` lists the layouts
+    worth timing for that batch (the first is one instance with every thread)."""
 
     name: str
     precision: str
-    prepare: Callable[[int], Predict]
+    prepare: Callable[[int, Layout], Prepared]
+    layouts: Callable[[int], list[Layout]]
+
+
+def split_layouts(threads: int) -> Callable[[int], list[Layout]]:
+    """One instance with `threads` threads, and every split of them into 2 or more instances
+    that a batch can feed (one image each at least)."""
+    def layouts(batch_size: int) -> list[Layout]:
+        found = [Layout(1, threads)]
+        found += [Layout(n, threads // n) for n in range(2, threads + 1)
+                  if threads % n == 0 and n <= batch_size]
+        return found
+
+    return layouts
+
+
+def one_layout(threads: int) -> Callable[[int], list[Layout]]:
+    """For runtimes whose threads are set once per process (TensorFlow)."""
+    return lambda _: [Layout(1, threads)]
+
+
+def fastest(runtime: Runtime, batch_size: int, images: np.ndarray) -> Prepared:
+    """`runtime` prepared in the layout with the most images per second on `images`, each
+    candidate timed for SEARCH_SECONDS; the other layouts are closed."""
+    first, *others = runtime.layouts(batch_size)
+    return parallel.fastest(runtime.prepare(batch_size, first),
+                            [functools.partial(runtime.prepare, batch_size, layout)
+                             for layout in others], images, SEARCH_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -87,18 +135,19 @@ def agreement(precision: str, reference: np.ndarray, probabilities: np.ndarray,
 
 
 def onnxruntime_runtime(path: Path, precision: str, threads: int) -> Runtime:
-    """An exported file through edge-ssl's own session settings (`edge_ssl.runtime.model`)."""
-    from edge_ssl.runtime.model import Device, open_session
+    """An exported file through edge-ssl's own runtime (`edge_ssl.runtime.parallel`): the same
+    sessions, threads and batch split as `edge-ssl classify`."""
+    from edge_ssl.runtime.model import Device
+    from edge_ssl.runtime.parallel import open_layout
 
-    session, _, _ = open_session(path, Device.CPU, threads)
+    def prepare(_: int, layout: Layout) -> Prepared:
+        runner = open_layout(path, Device.CPU, layout)
+        return Prepared(runner.run, layout, runner.close)
 
-    def predict(images: np.ndarray) -> np.ndarray:
-        return session.run([contract.OUTPUT_NAME], {contract.INPUT_NAME: images})[0]
-
-    return Runtime(f"onnx-{precision}", precision, lambda _: predict)
+    return Runtime(f"onnx-{precision}", precision, prepare, split_layouts(threads))
 
 
-def keras_runtimes(model: Any, image_size: int) -> list[Runtime]:
+def keras_runtimes(model: Any, image_size: int, threads: int) -> list[Runtime]:
     """`predict_on_batch` (what most Keras code calls) and a compiled `tf.function`."""
     import tensorflow as tf
 
@@ -111,89 +160,70 @@ def keras_runtimes(model: Any, image_size: int) -> list[Runtime]:
     def graph(images: np.ndarray) -> np.ndarray:
         return serve(images).numpy()
 
-    return [Runtime("keras-predict_on_batch", "fp32", lambda _: on_batch),
-            Runtime("keras-tf.function", "fp32", lambda _: graph)]
+    return [Runtime("keras-predict_on_batch", "fp32",
+                    lambda _, layout: Prepared(on_batch, layout), one_layout(threads)),
+            Runtime("keras-tf.function", "fp32",
+                    lambda _, layout: Prepared(graph, layout), one_layout(threads))]
 
 
 def litert_runtimes(model: Any, image_size: int, calibration: np.ndarray,
                     threads: int) -> list[Runtime]:
-    """The Keras model converted by TensorFlow's own converter: FP32, and full INT8.
+    """The Keras model converted by TensorFlow's own converter (`edge_ssl.export.litert`): FP32,
+    and full INT8 calibrated on the images the ONNX INT8 export calibrated on. A layout of N
+    instances is N interpreters, each sized for its share of the batch."""
+    from edge_ssl.export.litert import to_litert
+    from edge_ssl.runtime.litert import open_litert
 
-    Full INT8 is calibrated on the images the ONNX INT8 export calibrated on; its input stays
-    uint8 and its output float32 probabilities, as in the ONNX file, so both take the same feed.
-    LiteRT has no builtin for the antialiased resize of the model's preprocessing
-    (`tf.ScaleAndTranslate`), so its graph casts and rescales without it: at S×S that resize is
-    an exact identity, and the ONNX graph, which keeps its Resize, is the one that pays for it.
-    """
-    import keras
-    import tensorflow as tf
-    from ai_edge_litert.interpreter import Interpreter
+    contents = {"fp32": to_litert(model, image_size), "int8": to_litert(model, image_size,
+                                                                         calibration)}
 
-    preprocess = model.get_layer("preprocess")
-    features = inputs = keras.Input((image_size, image_size, 3))
-    for layer in model.layers[model.layers.index(preprocess) + 1:]:  # a chain: backbone, pool, head
-        features = layer(features)
-    core = keras.Model(inputs, features)
+    def runtime(precision: str) -> Runtime:
+        def prepare(batch_size: int, layout: Layout) -> Prepared:
+            split = open_litert(contents[precision], image_size, batch_size, layout)
+            return Prepared(split, layout, split.close)
 
-    def serve(images: Any) -> Any:
-        pixels = tf.cast(images, tf.float32) * preprocess.scale + preprocess.offset
-        return core(pixels, training=False)
+        return Runtime(f"litert-{precision}", precision, prepare, split_layouts(threads))
 
-    with tempfile.TemporaryDirectory(prefix="edge-ssl-litert-") as tmp:
-        archive = keras.export.ExportArchive()
-        archive.track(core)
-        archive.add_endpoint("serve", serve,
-                             input_signature=[tf.TensorSpec([None, image_size, image_size, 3],
-                                                            tf.uint8, name=contract.INPUT_NAME)])
-        archive.write_out(tmp, verbose=False)
-        fp32 = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=["serve"]).convert()
-        converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=["serve"])
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.representative_dataset = lambda: (
-            {contract.INPUT_NAME: image[None]} for image in calibration)
-        with warnings.catch_warnings():
-            # The converter calibrates with the tf.lite.Interpreter it deprecates itself.
-            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
-            int8 = converter.convert()
-
-    def prepare(content: bytes, batch_size: int) -> Predict:
-        interpreter = Interpreter(model_content=content, num_threads=threads)
-        (feed,), (fetch,) = interpreter.get_input_details(), interpreter.get_output_details()
-        interpreter.resize_tensor_input(feed["index"], [batch_size, image_size, image_size, 3])
-        interpreter.allocate_tensors()
-
-        def predict(images: np.ndarray) -> np.ndarray:
-            interpreter.set_tensor(feed["index"], images)
-            interpreter.invoke()
-            return interpreter.get_tensor(fetch["index"])
-
-        return predict
-
-    return [Runtime("litert-fp32", "fp32", lambda batch: prepare(fp32, batch)),
-            Runtime("litert-int8", "int8", lambda batch: prepare(int8, batch))]
+    return [runtime("fp32"), runtime("int8")]
 
 
 def openvino_runtime(path: Path, precision: str, image_size: int, threads: int) -> Runtime:
     """An exported ONNX file compiled by OpenVINO for a static batch, in true FP32.
 
     Without INFERENCE_PRECISION_HINT f32, OpenVINO silently computes in bf16 on CPUs that have
-    it; one stream with the latency hint is how the other runtimes run too.
+    it. A layout of N instances is OpenVINO's own: N streams of the compiled model sharing the
+    threads, each given its share of the batch by an asynchronous request.
     """
     import openvino
 
     core = openvino.Core()
-    options = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads,
-               "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
 
-    def prepare(batch_size: int) -> Predict:
+    def prepare(batch_size: int, layout: Layout) -> Prepared:
         model = core.read_model(path)
-        model.reshape({contract.INPUT_NAME: [batch_size, image_size, image_size, 3]})
-        request = core.compile_model(model, "CPU", options).create_infer_request()
+        model.reshape({contract.INPUT_NAME: [batch_size // layout.sessions, image_size,
+                                             image_size, 3]})
+        options: dict[str, Any] = {
+            "INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": layout.sessions,
+            "INFERENCE_NUM_THREADS": layout.sessions * (layout.threads or 1)}
+        if layout.sessions == 1:
+            options["PERFORMANCE_HINT"] = "LATENCY"
+        compiled = core.compile_model(model, "CPU", options)
+        requests = [compiled.create_infer_request() for _ in range(layout.sessions)]
 
         def predict(images: np.ndarray) -> np.ndarray:
-            return np.array(request.infer({contract.INPUT_NAME: images})[0])
+            shares = np.split(images, layout.sessions)
+            for request, share in zip(requests, shares, strict=True):
+                request.start_async({contract.INPUT_NAME: share})
+            for request in requests:
+                request.wait()
+            return np.concatenate([np.array(request.get_output_tensor(0).data)
+                                   for request in requests])
 
-        return predict
+        return Prepared(predict, layout, requests.clear)
 
-    return Runtime(f"openvino-{precision}", precision, prepare)
+    def layouts(batch_size: int) -> list[Layout]:
+        # Streams take equal shares: a split the batch does not divide is left out.
+        return [layout for layout in split_layouts(threads)(batch_size)
+                if batch_size % layout.sessions == 0]
+
+    return Runtime(f"openvino-{precision}", precision, prepare, layouts)

@@ -1,15 +1,14 @@
 """`classify` end to end over a folder of JPEGs, and the CLI's start-up to its first result.
 
 The classify benchmark times the library call a user's `edge-ssl classify DIR` makes (listing,
-opening the session, decoding in threads, inference): the target is at 70 % or more of the model's
-own batch-32 throughput, i.e. decoding hidden behind inference.
+opening the sessions and choosing their layout, decoding in threads, inference): the target is
+at 70 % or more of the model's own batch-32 throughput, i.e. decoding hidden behind inference.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,8 +27,9 @@ pytestmark = pytest.mark.benchmark(group="classify")
 def test_classify_folder(precision: str, bench_run: Path, jpegs: Path, settings: Settings,
                          measure: Callable[..., None]) -> None:
     files = list_images(jpegs, recursive=True)
+    # No --sessions or --threads: the layout classify picks by itself, as a user's call gets.
     config = ClassifyConfig((jpegs,), model=bench_models.onnx_file(bench_run, precision),
-                            recursive=True, device=Device.CPU, threads=settings.threads)
+                            recursive=True, device=Device.CPU)
 
     def run() -> None:
         result = classify(config)
@@ -38,19 +38,11 @@ def test_classify_folder(precision: str, bench_run: Path, jpegs: Path, settings:
     measure(f"classify-{precision}", run, items=len(files), warmup=1, rounds=settings.rounds)
 
 
-def edge_ssl_command() -> list[str]:
-    """The `edge-ssl` script pip installed beside this Python, as a user would type it."""
-    script = Path(sys.executable).with_name("edge-ssl")
-    if script.is_file():
-        return [str(script)]
-    return [sys.executable, "-c", "from edge_ssl.cli import main; main()"]
-
-
 def test_cli_startup(bench_run: Path, jpegs: Path, settings: Settings,
                      measure: Callable[..., None]) -> None:
     """Process start to the printed label of one image: what a shell script calling us waits."""
     image = list_images(jpegs, recursive=True)[0]
-    command = [*edge_ssl_command(), "classify", str(image), "--model",
+    command = [*bench_models.edge_ssl_command(), "classify", str(image), "--model",
                str(bench_models.onnx_file(bench_run, "fp32")), "--device", "cpu",
                "--threads", str(settings.threads)]
 

@@ -9,6 +9,7 @@ calls allocate memory and pick kernels, and are not the steady state a device li
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass
@@ -20,8 +21,17 @@ from edge_ssl import __version__
 from edge_ssl.errors import ConfigError
 from edge_ssl.options import RUNTIME, joined, option
 from edge_ssl.runtime.cpu import CpuInfo, cpu_info
-from edge_ssl.runtime.model import SessionOptions, require_positive
-from edge_ssl.runtime.parallel import open_runner
+from edge_ssl.runtime.litert import has_twin
+from edge_ssl.runtime.model import ModelInfo, SessionOptions, require_positive
+from edge_ssl.runtime.parallel import (
+    Layout,
+    candidate_layouts,
+    fastest,
+    open_runner,
+    usable_cores,
+)
+
+LITERT = "LiteRT"  # the provider column of --compare-litert's rows
 
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:
@@ -48,6 +58,11 @@ class BenchConfig(SessionOptions):
         parse=parse_batch_sizes, text=joined)
     warmup: int = option(10, "Untimed runs per batch size.", "N", RUNTIME, minimum=0)
     iterations: int = option(100, "Timed runs per batch size.", "N", RUNTIME, minimum=1)
+    compare_litert: bool = option(
+        False, "Also time each FP32 and INT8 classifier as LiteRT runs it: the Keras model it was "
+        "exported from (RUN/classifier.keras) converted by TensorFlow's converter, in its "
+        "fastest layout too (FP16 files and rotation models have no twin). Needs pip install "
+        "'edge-ssl\\[train,bench]'.", panel=RUNTIME)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -94,10 +109,11 @@ class BenchReport:
 
 
 def bench(config: BenchConfig) -> BenchReport:
-    """Time every model of `config` at every batch size.
+    """Time every model of `config` at every batch size (and its LiteRT twin, if asked).
 
     Raises:
         ModelError, DeviceError: a model cannot be used (see `open_session`).
+        ConfigError: --compare-litert cannot find or convert a classifier's Keras model.
     """
     import onnxruntime as ort
 
@@ -109,20 +125,14 @@ def bench(config: BenchConfig) -> BenchReport:
             # Each batch size gets its own layout: one session for one image, several for many.
             with open_runner(path, config.device, config.sessions, config.threads,
                              batch_size) as runner:
-                size = runner.info.image_size
-                if size not in inputs:
-                    inputs[size] = rng.integers(0, 256, (max(config.batch_sizes), size, size, 3),
-                                                dtype=np.uint8)
-                times = _time(runner.run, inputs[size][:batch_size], config)
-            p50, p90, p99 = np.percentile(times, [50, 90, 99]) * 1e3
-            results.append(BenchResult(
-                model=str(path), precision=runner.info.precision, task=runner.info.task,
-                image_size=size, file_size=runner.info.file_size, provider=runner.provider,
-                sessions=runner.layout.sessions, threads=runner.layout.threads,
-                batch_size=batch_size, iterations=config.iterations, p50_ms=float(p50),
-                p90_ms=float(p90), p99_ms=float(p99), mean_ms=float(times.mean() * 1e3),
-                images_per_s=float(batch_size * config.iterations / times.sum()),
-            ))
+                info = runner.info
+                times = _time(runner, _images(inputs, info.image_size, config, rng)[:batch_size],
+                              config)
+            results.append(_result(str(path), info, runner.provider, runner.layout,
+                                   info.file_size, batch_size, times, config))
+        if config.compare_litert and has_twin(info):
+            results.extend(_litert_results(info, config, _images(inputs, info.image_size,
+                                                                 config, rng)))
     return BenchReport(tuple(results), cpu_info(), ort.__version__, __version__, config.warmup)
 
 
@@ -137,3 +147,48 @@ def _time(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
         run(images)
         times[i] = time.perf_counter() - start
     return times
+
+
+def _images(inputs: dict[int, np.ndarray], size: int, config: BenchConfig,
+            rng: np.random.Generator) -> np.ndarray:
+    """The random images of native size `size`, `[max batch, S, S, 3]`, drawn once per size."""
+    if size not in inputs:
+        inputs[size] = rng.integers(0, 256, (max(config.batch_sizes), size, size, 3),
+                                    dtype=np.uint8)
+    return inputs[size]
+
+
+def _result(model: str, info: ModelInfo, provider: str, layout: Layout, file_size: int,
+            batch_size: int, times: np.ndarray, config: BenchConfig) -> BenchResult:
+    p50, p90, p99 = np.percentile(times, [50, 90, 99]) * 1e3
+    return BenchResult(
+        model=model, precision=info.precision, task=info.task, image_size=info.image_size,
+        file_size=file_size, provider=provider, sessions=layout.sessions, threads=layout.threads,
+        batch_size=batch_size, iterations=config.iterations, p50_ms=float(p50),
+        p90_ms=float(p90), p99_ms=float(p99), mean_ms=float(times.mean() * 1e3),
+        images_per_s=float(batch_size * config.iterations / times.sum()))
+
+
+def _litert_results(info: ModelInfo, config: BenchConfig, images: np.ndarray
+                    ) -> list[BenchResult]:
+    """The model's LiteRT twin at every batch size, in the layouts onnxruntime may use (LiteRT
+    has no default thread count of its own here: one interpreter gets every core)."""
+    from edge_ssl.runtime.litert import convert_source, open_litert
+
+    content = convert_source(info)
+    cores = usable_cores()
+    results = []
+    for batch_size in config.batch_sizes:
+        batch = images[:batch_size]
+        first, *others = [Layout(layout.sessions, layout.threads or cores) for layout in
+                          candidate_layouts(config.sessions, config.threads, batch_size, cores)]
+        engine = fastest(open_litert(content, info.image_size, batch_size, first),
+                         [functools.partial(open_litert, content, info.image_size, batch_size,
+                                            layout) for layout in others], batch)
+        try:
+            times = _time(engine, batch, config)
+        finally:
+            engine.close()
+        results.append(_result(f"{info.path} [LiteRT]", info, LITERT, engine.layout,
+                               len(content), batch_size, times, config))
+    return results

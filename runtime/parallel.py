@@ -15,12 +15,12 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 
@@ -82,21 +82,54 @@ def candidate_layouts(sessions: int | None, threads: int | None, batch_size: int
     return found
 
 
+class Split:
+    """Runs each of `parts` (predict functions) on a contiguous share of a batch, each on its
+    own thread, the first on the caller's (one part costs no thread hand-off); the shares are
+    `np.array_split`'s, in order, one image each at least."""
+
+    def __init__(self, parts: Sequence[Callable[[np.ndarray], np.ndarray]],
+                 layout: Layout | None = None) -> None:
+        self.parts = list(parts)
+        self.layout = layout  # what the parts are, when someone asks
+        self._pool = (ThreadPoolExecutor(len(parts) - 1, thread_name_prefix="edge-ssl-run")
+                      if len(parts) > 1 else None)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        shares = np.array_split(images, min(len(self.parts), len(images)))
+        if self._pool is None or len(shares) == 1:
+            return self.parts[0](images)
+        futures = [self._pool.submit(part, share)
+                   for part, share in zip(self.parts[1:], shares[1:], strict=False)]
+        first = self.parts[0](shares[0])
+        return np.concatenate([first, *(future.result() for future in futures)])
+
+    def close(self) -> None:
+        """Stop the threads and let the parts go (and the sessions they hold)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+        self.parts = []
+
+
 class Runner:
     """A model open on one or more sessions; `run` splits a batch among them.
 
-    The first session also runs on the calling thread, so one session costs no thread hand-off.
-    Close it (or use `open_runner` as a context manager) to stop its worker threads.
+    Close it (or use `open_runner` as a context manager) to stop its worker threads and let its
+    sessions go, and with them their thread pools.
     """
 
     def __init__(self, sessions: list[ort.InferenceSession], info: ModelInfo, provider: str,
                  layout: Layout) -> None:
-        self.sessions = sessions
         self.info = info
         self.provider = provider
         self.layout = layout
-        self._pool = (ThreadPoolExecutor(len(sessions) - 1, thread_name_prefix="edge-ssl-run")
-                      if len(sessions) > 1 else None)
+        self._split = Split([functools.partial(self._run_one, session) for session in sessions])
+
+    @property
+    def sessions(self) -> int:
+        return len(self._split.parts)
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        return self.run(pixels)
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
         """Probabilities `[n, C]` of uint8 `[n, S, S, 3]` pixels (`[0, C]` for none), in order.
@@ -106,13 +139,7 @@ class Runner:
         """
         if not len(pixels):
             return np.zeros((0, len(self.info.labels)), np.float32)
-        parts = np.array_split(pixels, min(len(self.sessions), len(pixels)))
-        if self._pool is None or len(parts) == 1:
-            return self._run_one(self.sessions[0], pixels)
-        futures = [self._pool.submit(self._run_one, session, part)
-                   for session, part in zip(self.sessions[1:], parts[1:], strict=False)]
-        first = self._run_one(self.sessions[0], parts[0])
-        return np.concatenate([first, *(future.result() for future in futures)])
+        return self._split(pixels)
 
     def _run_one(self, session: ort.InferenceSession, pixels: np.ndarray) -> np.ndarray:
         try:
@@ -127,8 +154,7 @@ class Runner:
         return np.asarray(probabilities)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
+        self._split.close()
 
 
 def open_layout(path: Path, device: Device, layout: Layout, spin: bool = True) -> Runner:
@@ -158,36 +184,52 @@ def open_runner(path: Path, device: Device = Device.AUTO, sessions: int | None =
     runner = open_layout(path, device, candidates[0], spin)
     try:
         if runner.provider == CPU and len(candidates) > 1 and calibrate:
-            runner = _fastest(runner, [functools.partial(open_layout, path, device, layout, spin)
-                                       for layout in candidates[1:]], batch_size)
+            runner = fastest(runner, [functools.partial(open_layout, path, device, layout, spin)
+                                      for layout in candidates[1:]],
+                             random_images(batch_size, runner.info.image_size))
         yield runner
     finally:
         runner.close()
 
 
-def _fastest(first: Runner, others: list[Callable[[], Runner]], batch_size: int) -> Runner:
-    """Of `first` and the runners `others` open, the one with the most images per second on
-    random images of `batch_size`; the rest are closed."""
-    rng = np.random.default_rng(0)
-    size = first.info.image_size
-    images = rng.integers(0, 256, (batch_size, size, size, 3), dtype=np.uint8)
-    best, best_rate = first, images_per_second(first, images)
+class Engine(Protocol):
+    """Anything that predicts a batch and can be closed: a Runner, a Split of interpreters."""
+
+    def __call__(self, images: np.ndarray, /) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+E = TypeVar("E", bound=Engine)
+
+
+def fastest(first: E, others: Sequence[Callable[[], E]], images: np.ndarray,
+            seconds: float = CALIBRATION_SECONDS) -> E:
+    """Of `first` and the engines `others` open (one at a time), the one with the most images
+    per second on `images`; the rest are closed."""
+    best, best_rate = first, images_per_second(first, images, seconds)
     for open_other in others:
-        runner = open_other()
-        rate = images_per_second(runner, images)
+        engine = open_other()
+        rate = images_per_second(engine, images, seconds)
         if rate > best_rate:
             best.close()
-            best, best_rate = runner, rate
+            best, best_rate = engine, rate
         else:
-            runner.close()
+            engine.close()
     return best
 
 
-def images_per_second(runner: Runner, images: np.ndarray) -> float:
-    """Steady-state throughput of `runner` on `images`, after one untimed run."""
-    runner.run(images)
-    runs, start = 0, time.perf_counter()
-    while runs < CALIBRATION_RUNS or time.perf_counter() - start < CALIBRATION_SECONDS:
-        runner.run(images)
-        runs += 1
-    return runs * len(images) / (time.perf_counter() - start)
+def images_per_second(engine: Engine, images: np.ndarray,
+                      seconds: float = CALIBRATION_SECONDS) -> float:
+    """Steady-state throughput of `engine` on `images`, after one untimed call."""
+    engine(images)
+    calls, start = 0, time.perf_counter()
+    while calls < CALIBRATION_RUNS or time.perf_counter() - start < seconds:
+        engine(images)
+        calls += 1
+    return calls * len(images) / (time.perf_counter() - start)
+
+
+def random_images(count: int, size: int) -> np.ndarray:
+    """uint8 `[count, size, size, 3]`, the same every time: what calibrations time."""
+    return np.random.default_rng(0).integers(0, 256, (count, size, size, 3), dtype=np.uint8)

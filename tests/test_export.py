@@ -467,3 +467,68 @@ def test_config_accepts_the_supported_opsets_only() -> None:
     assert ExportConfig(Path("run")).opset == 18
     with pytest.raises(ConfigError, match=r"ExportConfig.tolerance 0 is not allowed"):
         ExportConfig(Path("run"), tolerance=0.0)
+
+
+# The LiteRT twin of an exported classifier (`edge-ssl bench --compare-litert`) ---------------
+
+
+def test_litert_twin_answers_as_the_onnx_file_in_every_layout(
+        exported: tuple[Path, ExportReport], source_run: Path) -> None:
+    pytest.importorskip("ai_edge_litert", reason="pip install 'edge-ssl[bench]'")
+    from edge_ssl.runtime.litert import convert_source, open_litert
+    from edge_ssl.runtime.model import Device
+    from edge_ssl.runtime.parallel import Layout, open_layout
+
+    exports, _ = exported
+    with np.load(source_run / contract.HELDOUT_FILE) as held:
+        images = held[contract.HELDOUT_CLASSIFIER_IMAGES][:6]
+    onnx_runner = open_layout(exports / "classifier.onnx", Device.CPU, Layout(1, 1))
+    expected = onnx_runner.run(images)
+    content = convert_source(onnx_runner.info)
+    onnx_runner.close()
+    for layout in (Layout(1, 2), Layout(2, 1), Layout(3, 1)):
+        twin = open_litert(content, export_fixtures.SIZE, len(images), layout)
+        try:
+            np.testing.assert_allclose(twin(images), expected, atol=TOLERANCE)
+        finally:
+            twin.close()
+
+
+def test_bench_compare_litert_adds_the_twins_of_fp32_and_int8_classifiers(
+        exported: tuple[Path, ExportReport], tmp_path: Path) -> None:
+    pytest.importorskip("ai_edge_litert", reason="pip install 'edge-ssl[bench]'")
+    exports, _ = exported
+    out = tmp_path / "bench.json"
+    models = [exports / name for name in ("classifier.onnx", "classifier.int8.onnx",
+                                          "classifier.fp16.onnx", "pretext.onnx")]
+
+    result = CliRunner().invoke(app, ["bench", *map(str, models), "--batch-sizes", "1,4",
+                                      "--warmup", "1", "--iterations", "3", "--compare-litert",
+                                      "--json", str(out)])
+
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["results"]
+    twins = [(Path(r["model"].removesuffix(" [LiteRT]")).name, r["precision"], r["batch_size"])
+             for r in rows if r["provider"] == "LiteRT"]
+    assert twins == [("classifier.onnx", "fp32", 1), ("classifier.onnx", "fp32", 4),
+                     ("classifier.int8.onnx", "int8", 1), ("classifier.int8.onnx", "int8", 4)]
+    assert "classifier.onnx [LiteRT]: batch 1 in" in " ".join(result.output.split())
+
+
+def test_compare_litert_without_the_keras_model_says_where_it_looked(
+        exported: tuple[Path, ExportReport], tmp_path: Path) -> None:
+    lone = Path(shutil.copy(exported[0] / "classifier.onnx", tmp_path / "classifier.onnx"))
+    result = CliRunner().invoke(app, ["bench", str(lone), "--batch-sizes", "1", "--warmup", "0",
+                                      "--iterations", "1", "--compare-litert"])
+    assert result.exit_code != 0
+    assert "there is no" in result.stderr and contract.CLASSIFIER_MODEL in result.stderr
+
+
+def test_compare_litert_without_litert_says_what_to_install(
+        exported: tuple[Path, ExportReport], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # import fails as if missing
+    result = CliRunner().invoke(app, ["bench", str(exported[0] / "classifier.onnx"),
+                                      "--batch-sizes", "1", "--warmup", "0", "--iterations", "1",
+                                      "--compare-litert"])
+    assert result.exit_code != 0
+    assert "pip install 'edge-ssl[train,bench]'" in " ".join(result.stderr.split())

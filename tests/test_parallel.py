@@ -57,7 +57,7 @@ def test_a_split_batch_gives_every_image_its_own_answer_in_order(model: Path,
     pixels = images(count, seed=count)
     runner = open_layout(model, Device.CPU, Layout(3, 1))
     try:
-        assert len(runner.sessions) == 3
+        assert runner.sessions == 3
         probabilities = runner.run(pixels)
     finally:
         runner.close()
@@ -74,7 +74,7 @@ def test_calibration_keeps_one_of_the_candidates_and_its_answers(model: Path) ->
     pixels = images(16)
     with open_runner(model, Device.CPU, batch_size=16, cores=2) as runner:
         assert runner.layout in candidate_layouts(None, None, 16, 2)
-        assert len(runner.sessions) == runner.layout.sessions
+        assert runner.sessions == runner.layout.sessions
         np.testing.assert_allclose(
             runner.run(pixels),
             onnx_models.expected_probabilities(pixels, onnx_models.colour_weights()), atol=1e-5)

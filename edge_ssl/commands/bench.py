@@ -22,17 +22,20 @@ def bench(
         "--json", dir_okay=False, metavar="FILE", rich_help_panel=OUTPUT, show_default=False,
         help="Also write every result and the CPU's description to this JSON file.")] = None,
 ) -> None:
-    """Time models on random images at their native size: p50/p90/p99 latency, images/s."""
+    """Time models on random images at their native size: p50/p90/p99 latency, images/s, each
+    batch size in its fastest layout of sessions and threads."""
     import dataclasses
 
     from edge_ssl import atomic
-    from edge_ssl.commands.render_runtime import bench_tables
+    from edge_ssl.commands.render_runtime import bench_summary, bench_tables
     from edge_ssl.runtime.latency import bench as run
 
     config = BenchConfig(**options)
     with console.status("timing…"):
         result = run(config)
     console.print(*bench_tables(result))
+    for line in bench_summary(result):
+        console.print(line)
     if json_path is not None:
         try:
             atomic.write_json(json_path, dataclasses.asdict(result))

@@ -18,9 +18,10 @@ from edge_ssl.console import LOGGER
 from edge_ssl.progress import PROGRESS
 from edge_ssl.runtime.classify import ClassifyResult
 from edge_ssl.runtime.evaluate import Evaluation
-from edge_ssl.runtime.latency import BenchReport
+from edge_ssl.runtime.latency import BenchReport, BenchResult
 from edge_ssl.runtime.metrics import macro
 from edge_ssl.runtime.output import Failure, Prediction, Row
+from edge_ssl.runtime.parallel import Layout
 
 PROGRESS_FROM = 256  # files; smaller jobs are done before a bar is worth drawing
 
@@ -232,6 +233,28 @@ def bench_tables(report: BenchReport) -> tuple[Table, Table]:
                         f"{r.p90_ms:.2f}", f"{r.p99_ms:.2f}", f"{r.images_per_s:,.0f}",
                         f"{r.images_per_s / base:.2f}×")
     return models, timings
+
+
+def bench_summary(report: BenchReport) -> list[str]:
+    """Per model: its batch-1 latency and its best throughput, each with the layout that ran."""
+    lines = []
+    models = [r.model for r in report.results]
+    for model in dict.fromkeys(models):
+        rows = [r for r in report.results if r.model == model]
+        parts = [f"{escape(_short_name(model, models))}:"]
+        single = next((r for r in rows if r.batch_size == 1), None)
+        if single is not None:
+            parts.append(f"batch 1 in {single.p50_ms:.2f} / {single.p90_ms:.2f} / "
+                         f"{single.p99_ms:.2f} ms (p50 / p90 / p99, {_layout(single)});")
+        best = max(rows, key=lambda r: r.images_per_s)
+        parts.append(f"best {best.images_per_s:,.0f} images/s at batch {best.batch_size} "
+                     f"({_layout(best)})")
+        lines.append(" ".join(parts))
+    return lines
+
+
+def _layout(result: BenchResult) -> str:
+    return str(Layout(result.sessions, result.threads))
 
 
 def _short_name(model: str, models: list[str]) -> str:
