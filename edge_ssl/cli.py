@@ -16,6 +16,7 @@ from edge_ssl.commands import (
     evaluate,
     export,
     finetune,
+    serve,
     study,
     study_summary,
     train,
@@ -40,6 +41,7 @@ app.command("export", cls=HelpFormat)(export.export)
 app.command("classify", cls=HelpFormat)(classify.classify)
 app.command("evaluate", cls=HelpFormat)(evaluate.evaluate)
 app.command("bench", cls=HelpFormat)(bench.bench)
+app.command("serve", cls=HelpFormat)(serve.serve)
 
 
 def main() -> None:

@@ -9,7 +9,9 @@ client may also feed it frames of any size directly.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
@@ -79,18 +81,8 @@ def load_rgb(path: Path | str, size: int | None = None) -> np.ndarray:
     """
     path = Path(path)
     try:
-        with _open(path) as image:
-            drafted = False
-            if size is not None and image.format == "JPEG":
-                # DCT-domain downscaling: decodes large JPEGs several times faster, in a
-                # fraction of the memory, and never below the requested size.
-                drafted = image.draft("RGB", (size, size)) is not None
-            _check_pixels(path, image.size, drafted)
-            image = ImageOps.exif_transpose(image)
-            image = to_rgb(image)
-            if size is not None:
-                image = resize(image, size)
-            return np.asarray(image, dtype=np.uint8)
+        with path.open("rb") as f:
+            return _decode(f, str(path), size)
     except FileNotFoundError:
         if path.is_symlink():
             raise ImageDecodeError(f"{path}: broken symbolic link") from None
@@ -99,12 +91,39 @@ def load_rgb(path: Path | str, size: int | None = None) -> np.ndarray:
         raise ImageDecodeError(f"{path}: permission denied") from None
     except IsADirectoryError:
         raise ImageDecodeError(f"{path}: is a directory") from None
+
+
+def decode_rgb(data: bytes, size: int | None = None, name: str = "image") -> np.ndarray:
+    """`load_rgb` for an image already in memory (an upload), named `name` in errors.
+
+    Raises:
+        ImageDecodeError: for empty, non-image, truncated or decompression-bomb data.
+    """
+    return _decode(io.BytesIO(data), name, size)
+
+
+def _decode(stream: BinaryIO, name: str, size: int | None) -> np.ndarray:
+    """The shared rule on an open binary stream; every failure is an ImageDecodeError."""
+    try:
+        with _open(stream) as image:
+            drafted = False
+            if size is not None and image.format == "JPEG":
+                # DCT-domain downscaling: decodes large JPEGs several times faster, in a
+                # fraction of the memory, and never below the requested size.
+                drafted = image.draft("RGB", (size, size)) is not None
+            _check_pixels(name, image.size, drafted)
+            image = ImageOps.exif_transpose(image)
+            image = to_rgb(image)
+            if size is not None:
+                image = resize(image, size)
+            return np.asarray(image, dtype=np.uint8)
     except UnidentifiedImageError:
-        reason = "empty file" if path.stat().st_size == 0 else "not an image Pillow can read"
-        raise ImageDecodeError(f"{path}: {reason}") from None
+        empty = stream.seek(0, io.SEEK_END) == 0
+        reason = "empty file" if empty else "not an image Pillow can read"
+        raise ImageDecodeError(f"{name}: {reason}") from None
     except Image.DecompressionBombError:
         # Pillow's own refusal at open, for a non-JPEG header over twice its limit.
-        raise ImageDecodeError(f"{path}: larger than the decompression-bomb limit "
+        raise ImageDecodeError(f"{name}: larger than the decompression-bomb limit "
                                f"({_limit():,} pixels)") from None
     except ImageDecodeError:
         raise
@@ -112,20 +131,20 @@ def load_rgb(path: Path | str, size: int | None = None) -> np.ndarray:
         # Truncated or corrupt data surfaces as OSError ("image file is truncated"),
         # SyntaxError (broken PNG chunks), ValueError, EOFError or struct.error from Pillow's
         # format plugins: one bad file must never stop a folder of good ones.
-        raise ImageDecodeError(f"{path}: corrupt or truncated image "
+        raise ImageDecodeError(f"{name}: corrupt or truncated image "
                                f"({type(exc).__name__}: {exc})") from None
 
 
-def _open(path: Path) -> Image.Image:
+def _open(stream: BinaryIO) -> Image.Image:
     """Open lazily (header only). JPEGs bypass Image.open's bomb check, which counts the full
     size before draft() can shrink it; `_check_pixels` counts what will really be decoded."""
-    with path.open("rb") as f:
-        start = f.read(len(_JPEG_START))
+    start = stream.read(len(_JPEG_START))
+    stream.seek(0)
     if start == _JPEG_START:
-        return JpegImagePlugin.JpegImageFile(path)
+        return JpegImagePlugin.JpegImageFile(stream)
     # Other formats have no draft, so Pillow's check at open is the right one: over twice
     # MAX_IMAGE_PIXELS it raises; between once and twice it warns, and _check_pixels refuses.
-    return Image.open(path)
+    return Image.open(stream)
 
 
 def _limit() -> int:
@@ -133,12 +152,12 @@ def _limit() -> int:
     return Image.MAX_IMAGE_PIXELS or 0
 
 
-def _check_pixels(path: Path, size: tuple[int, int], drafted: bool) -> None:
+def _check_pixels(name: str, size: tuple[int, int], drafted: bool) -> None:
     """Refuse an image whose decoded size (after draft) is over Pillow's pixel limit."""
     limit = _limit()
     width, height = size
     if limit and width * height > limit:
         what = "even after JPEG downscaling " if drafted else ""
         raise ImageDecodeError(
-            f"{path}: {width}×{height} pixels {what}is larger than the decompression-bomb limit "
+            f"{name}: {width}×{height} pixels {what}is larger than the decompression-bomb limit "
             f"({limit:,} pixels); shrink the image, or raise PIL.Image.MAX_IMAGE_PIXELS")

@@ -167,19 +167,17 @@ def _bomb(path: Path) -> None:
 
 
 def _unreadable(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # PNG data: edge_ssl.images opens JPEGs through Pillow's JPEG plugin, everything else
-    # through Image.open, which the root fallback below intercepts.
     Image.new("RGB", (24, 20), RED).save(path, format="PNG")
     path.chmod(0)
-    if os.access(path, os.R_OK):  # root reads anything: make Pillow see what others would
-        real_open = Image.open
+    if os.access(path, os.R_OK):  # root reads anything: make edge_ssl.images see what others would
+        real_open = Path.open
 
-        def denied(fp: object, *args: object, **kwargs: object) -> Image.Image:
-            if Path(str(fp)) == path:
+        def denied(self: Path, *args: Any, **kwargs: Any) -> Any:
+            if self == path:
                 raise PermissionError(13, "Permission denied", str(path))
-            return real_open(fp, *args, **kwargs)  # type: ignore[arg-type]
+            return real_open(self, *args, **kwargs)
 
-        monkeypatch.setattr(Image, "open", denied)
+        monkeypatch.setattr(Path, "open", denied)
 
 
 BAD_FILES: dict[str, tuple[Callable[[Path, pytest.MonkeyPatch], object], str]] = {
