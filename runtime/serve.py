@@ -90,12 +90,17 @@ class Counts:
 
 @dataclass
 class Batcher:
-    """Gathers the images of concurrent requests into batches for one Runner."""
+    """Gathers the images of concurrent requests into batches for one Runner.
+
+    A batch waits for more images only while other requests are on their way (`arriving`:
+    accepted, still being read or decoded), so a lone client is never kept waiting.
+    """
 
     runner: Runner
     batch_size: int
     max_wait: float  # seconds
     counts: Counts = field(default_factory=Counts)
+    arriving: int = 0
     _queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = field(
         default_factory=asyncio.Queue)
     _executor: ThreadPoolExecutor = field(
@@ -108,14 +113,17 @@ class Batcher:
         return await future
 
     async def run(self) -> None:
-        """Serve the queue forever: a batch is what arrives within `max_wait` of its first
-        image, up to `batch_size` images (a request is never split)."""
+        """Serve the queue forever: a batch is what is queued, and what arrives within
+        `max_wait` of its first image while requests are arriving, up to `batch_size` images
+        (a request is never split)."""
         loop = asyncio.get_running_loop()
         while True:
             items = [await self._queue.get()]
             count = len(items[0][0])
             deadline = loop.time() + self.max_wait
             while count < self.batch_size:
+                if self._queue.empty() and self.arriving == 0:
+                    break
                 try:
                     item = (self._queue.get_nowait() if self.max_wait == 0 else
                             await asyncio.wait_for(self._queue.get(),
@@ -170,11 +178,15 @@ def app(config: ServeConfig, runner: Runner) -> Starlette:
 
     async def classify(request: Request) -> JSONResponse:
         batcher.counts.requests += 1
+        batcher.arriving += 1
         try:
-            named = await _uploads(request, config)
-            decoded, failures = await _decode(named, runner.info.image_size, decoder)
-            if not decoded:
-                raise BadRequest(400, "; ".join(failures.values()))
+            try:
+                named = await _uploads(request, config)
+                decoded, failures = await _decode(named, runner.info.image_size, decoder)
+                if not decoded:
+                    raise BadRequest(400, "; ".join(failures.values()))
+            finally:
+                batcher.arriving -= 1  # and, with no await in between, queued below
             probabilities = await batcher.classify(np.stack([p for _, p in decoded]))
         except BadRequest as refused:
             batcher.counts.refused += 1

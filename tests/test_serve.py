@@ -243,6 +243,31 @@ def test_concurrent_requests_are_batched(batch_size: int, max_wait: float,
     assert answers == starts
 
 
+def test_a_lone_request_does_not_wait_and_an_arriving_one_is_waited_for() -> None:
+    async def scenario() -> tuple[float, list[int]]:
+        runner = RecordingRunner()
+        batcher = Batcher(runner, 32, max_wait=2.0)  # type: ignore[arg-type]
+        task = asyncio.create_task(batcher.run())
+        start = time.perf_counter()
+        await batcher.classify(np.zeros((1, 2, 2, 3), np.uint8))
+        alone = time.perf_counter() - start
+        batcher.arriving += 1  # a request still being decoded ...
+
+        async def late() -> np.ndarray:
+            await asyncio.sleep(0.1)
+            batcher.arriving -= 1
+            return await batcher.classify(np.zeros((1, 2, 2, 3), np.uint8))
+
+        await asyncio.gather(batcher.classify(np.zeros((1, 2, 2, 3), np.uint8)), late())
+        task.cancel()
+        batcher.close()
+        return alone, runner.sizes
+
+    alone, sizes = asyncio.run(scenario())
+    assert alone < 1.0  # not the 2 s max wait
+    assert sizes == [1, 2]  # ... joins the batch of the request that came first
+
+
 def test_cli_refuses_a_port_in_use_in_one_sentence(model: Path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]
