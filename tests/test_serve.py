@@ -30,8 +30,9 @@ from edge_ssl.runtime.model import Device
 pytest.importorskip("starlette", reason="pip install 'edge-ssl[serve]'")
 uvicorn = pytest.importorskip("uvicorn", reason="pip install 'edge-ssl[serve]'")
 
+from edge_ssl.runtime.batching import Batcher  # noqa: E402
 from edge_ssl.runtime.parallel import Layout, open_layout  # noqa: E402
-from edge_ssl.runtime.serve import Batcher, ServeConfig, app  # noqa: E402
+from edge_ssl.runtime.serve import ServeConfig, app  # noqa: E402
 
 COLOURS = {"red": (200, 40, 30), "green": (30, 190, 60), "blue": (20, 50, 210)}
 
