@@ -64,15 +64,9 @@ class Runtime:
 
 
 def split_layouts(threads: int) -> Callable[[int], list[Layout]]:
-    """One instance with `threads` threads, and every split of them into 2 or more instances
-    that a batch can feed (one image each at least)."""
-    def layouts(batch_size: int) -> list[Layout]:
-        found = [Layout(1, threads)]
-        found += [Layout(n, threads // n) for n in range(2, threads + 1)
-                  if threads % n == 0 and n <= batch_size]
-        return found
-
-    return layouts
+    """One instance with `threads` threads, then the splits of them that edge-ssl's own runtime
+    tries (`parallel.core_splits`): every contender gets the same candidates."""
+    return lambda batch_size: [Layout(1, threads), *parallel.core_splits(batch_size, threads)]
 
 
 def one_layout(threads: int) -> Callable[[int], list[Layout]]:

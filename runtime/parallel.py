@@ -66,14 +66,20 @@ def candidate_layouts(sessions: int | None, threads: int | None, batch_size: int
 
     What the user set is kept: `--threads` alone is one session of that many threads (what it
     always meant), `--sessions` alone shares the cores among the sessions. With neither: one
-    session with onnxruntime's default threads, and every split of the cores into 2 or more
-    sessions that the batch can feed (at most one session per image).
+    session with onnxruntime's default threads, then the splits of the cores into several
+    sessions (`core_splits`).
     """
     if sessions is not None:
         return [Layout(sessions, threads or max(1, cores // sessions))]
     if threads is not None:
         return [Layout(1, threads)]
-    found = [Layout(1, None)]
+    return [Layout(1, None), *core_splits(batch_size, cores)]
+
+
+def core_splits(batch_size: int, cores: int) -> list[Layout]:
+    """`cores` shared by 2 or more sessions of 1, 2, 4, ... threads each, as many sessions as
+    the batch can feed (one image each at least): the multi-session layouts worth timing."""
+    found = []
     per_session = 1
     while cores // per_session >= 2:
         if cores // per_session <= batch_size:
