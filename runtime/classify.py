@@ -24,7 +24,14 @@ from edge_ssl.images import IMAGE_EXTENSIONS, list_images
 from edge_ssl.options import INPUT, OUTPUT, RUNTIME, option
 from edge_ssl.runtime.decode import Batch, batches
 from edge_ssl.runtime.model import ModelInfo, SessionOptions, require_positive, resolve_model
-from edge_ssl.runtime.output import FORMATS, Failure, Prediction, PredictionWriter, Row
+from edge_ssl.runtime.output import (
+    FORMATS,
+    Failure,
+    Prediction,
+    PredictionWriter,
+    Row,
+    top_labels,
+)
 from edge_ssl.runtime.parallel import Layout, Runner, open_runner
 
 log = logging.getLogger(__name__)
@@ -181,12 +188,9 @@ def _stream(config: ClassifyConfig, paths: Sequence[Path], runner: Runner,
 def _rows(batch: Batch, probabilities: np.ndarray, labels: Sequence[str], top_k: int
           ) -> list[Row]:
     """The batch's rows in input order. probabilities: float32 `[n decoded, C]`."""
-    # ranked: int [n, top_k], best first.
-    ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
     rows: list[Row] = [Failure(path, "") for path in batch.paths]
-    for position, row, order in zip(batch.decoded, probabilities.tolist(), ranked.tolist(),
-                                    strict=True):
-        top = tuple((labels[i], row[i]) for i in order)
+    for position, top in zip(batch.decoded, top_labels(probabilities, labels, top_k),
+                             strict=True):
         rows[position] = Prediction(batch.paths[position], top[0][0], top[0][1], top)
     for position, message in batch.errors.items():
         path = batch.paths[position]

@@ -18,6 +18,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TextIO
 
+import numpy as np
+
 from edge_ssl.atomic import temporary_beside
 from edge_ssl.errors import ConfigError
 
@@ -32,6 +34,14 @@ class Prediction:
     label: str
     confidence: float
     top_k: tuple[tuple[str, float], ...]
+
+
+def top_labels(probabilities: np.ndarray, labels: Sequence[str], top_k: int
+               ) -> list[tuple[tuple[str, float], ...]]:
+    """Each row's `top_k` (label, probability), best first; ties keep the labels' order."""
+    ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
+    return [tuple((labels[i], row[i]) for i in order)
+            for row, order in zip(probabilities.tolist(), ranked.tolist(), strict=True)]
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from edge_ssl.errors import ConfigError, ImageDecodeError
 from edge_ssl.options import INPUT, OUTPUT, RUNTIME, option
 from edge_ssl.runtime.batching import Batcher
 from edge_ssl.runtime.model import SessionOptions, require_positive
+from edge_ssl.runtime.output import top_labels
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -216,11 +217,11 @@ def _rows(names: list[str], decoded: list[tuple[int, np.ndarray]], probabilities
     """One JSON row per upload, in order: its label, confidence, top-k and probabilities, or
     the reason it could not be read."""
     rows: list[dict[str, Any]] = [{"file": name} for name in names]
-    for (position, _), row in zip(decoded, probabilities.tolist(), strict=True):
-        order = np.argsort(-np.asarray(row), kind="stable")[:top_k]
+    for (position, _), row, top in zip(decoded, probabilities.tolist(),
+                                       top_labels(probabilities, labels, top_k), strict=True):
         rows[position].update(
-            label=labels[order[0]], confidence=row[order[0]],
-            top_k=[{"label": labels[i], "confidence": row[i]} for i in order],
+            label=top[0][0], confidence=top[0][1],
+            top_k=[{"label": label, "confidence": p} for label, p in top],
             probabilities=dict(zip(labels, row, strict=True)))
     for position, message in failures.items():
         rows[position]["error"] = message
