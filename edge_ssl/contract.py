@@ -19,6 +19,11 @@ META_VERSION = "edge_ssl.version"  # edge-ssl version that exported the model
 META_RUN = "edge_ssl.run"  # run directory name
 META_EXPORTED_AT = "edge_ssl.exported_at"  # ISO-8601 UTC
 META_PRECISION = "edge_ssl.precision"  # "fp32" | "int8" | "fp16"
+# "any": any image size, resized inside the graph; "fixed": [N, S, S, 3] only, no Resize (the
+# host resizes). Files exported before the fixed variant existed lack it and take any size.
+META_INPUT = "edge_ssl.input"
+INPUT_ANY = "any"
+INPUT_FIXED = "fixed"
 
 TASK_ROTATION = "rotation"
 TASK_CLASSIFICATION = "classification"
@@ -54,6 +59,7 @@ TENSORBOARD_DIR = "tensorboard"  # with --tensorboard: one folder of event files
 EXPORT_REPORT = "export_report.json"
 PRETEXT_ONNX = "pretext.onnx"
 CLASSIFIER_ONNX = "classifier.onnx"
+FIXED_TAG = "fixed"  # classifier.onnx → classifier.fixed.onnx, classifier.int8.onnx → …fixed.int8…
 
 # Held-out pixels saved by `train` so that export can verify and calibrate from the run directory
 # alone, even after the training data has moved. Arrays are uint8 [N, S, S, 3] at the training

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from edge_ssl.errors import ConfigError
+from edge_ssl.export.ort_format import OrtPlatform
 from edge_ssl.options import OUTPUT, not_allowed, option, to_json
 
 # ONNX Resize has an antialiased mode from opset 18 on, and the preprocessing needs it; tf2onnx
@@ -16,6 +18,20 @@ SUPPORTED_OPSETS = range(18, 19)
 CONFIG_FILE = "export_config.json"
 CONVERSION = "Conversion"  # help panels of `edge-ssl export`
 VARIANTS = "INT8 and FP16 variants"
+FORMATS = "Inputs and formats"
+
+
+class InputKind(str, Enum):
+    """Which input the files take: any size (resized inside the graph), the model's fixed size
+    (no Resize: what TensorRT, WebGPU and WebNN accept), or both."""
+
+    ANY = "any"
+    FIXED = "fixed"
+    BOTH = "both"
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return ("any", "fixed") if self is InputKind.BOTH else (self.value,)
 
 
 @dataclass(frozen=True)
@@ -27,6 +43,9 @@ class ExportConfig:
         opset: ONNX opset of the exported graphs.
         int8: also write static-QDQ INT8 variants (`*.int8.onnx`).
         fp16: also write FP16 variants with FP32 inputs/outputs (`*.fp16.onnx`).
+        input: any-size files, fixed-size files (`*.fixed.*`), or both.
+        ort: also write ORT-format files (`*.ort`) and required_operators.config.
+        ort_platform: the CPU the ORT files are optimised for.
         calibration_images: at most this many stored training images calibrate INT8.
         min_int8_agreement: percent of the gate sample on which INT8's top-1 must equal FP32's.
             Agreement a bounds the accuracy change: |Δaccuracy| ≤ 100 − a points.
@@ -55,6 +74,16 @@ class ExportConfig:
                         panel=VARIANTS)
     fp16: bool = option(False, "Also write FP16 variants with FP32 inputs/outputs "
                         "(*.fp16.onnx).", panel=VARIANTS)
+    input: InputKind = option(
+        InputKind.BOTH, "Input of the files: any (any image size, resized in the graph), fixed "
+        "(the model's size, no Resize: for TensorRT, WebGPU, WebNN; *.fixed.onnx) or both.",
+        "KIND", FORMATS)
+    ort: bool = option(False, "Also write ORT-format files (*.ort) for onnxruntime mobile, "
+                       "with the required_operators.config a reduced build needs.",
+                       panel=FORMATS)
+    ort_platform: OrtPlatform = option(
+        OrtPlatform.ARM, "CPU the ORT files are optimised for: arm (runs anywhere) or amd64 "
+        "(x86-only kernels).", "CPU", FORMATS)
     calibration_images: int = option(
         100, "Most stored training images used to calibrate INT8.", "N", VARIANTS)
     min_int8_agreement: float = option(
@@ -84,6 +113,10 @@ class ExportConfig:
             if not (math.isfinite(value) and 0.0 <= value <= 100.0):
                 raise bad(name, f"{value:g}", "use a percentage from 0 to 100")
 
+        if not isinstance(self.input, InputKind):
+            raise bad("input", repr(self.input), "use any, fixed or both")
+        if not isinstance(self.ort_platform, OrtPlatform):
+            raise bad("ort_platform", repr(self.ort_platform), "use arm or amd64")
         if not isinstance(self.run_dir, Path):
             raise bad("run_dir", repr(self.run_dir), "expected a pathlib.Path")
         if self.opset not in SUPPORTED_OPSETS:

@@ -26,8 +26,9 @@ import onnxruntime
 
 from edge_ssl import contract
 from edge_ssl.errors import ModelError, RunDirError
-from edge_ssl.export import convert, quantize, verify
+from edge_ssl.export import convert, graph_edit, quantize, twins, verify
 from edge_ssl.export.config import CONFIG_FILE, ExportConfig
+from edge_ssl.export.ort_format import OPERATORS_CONFIG
 from edge_ssl.export.report import ExportedFile, ExportReport, versions
 from edge_ssl.export.run_source import RunSource, open_run
 from edge_ssl.export.verify import Check
@@ -72,10 +73,21 @@ def export_run(config: ExportConfig) -> ExportReport:
     trained = {job.name: _load(source, job) for job in jobs}  # fail fast, before converting
     exported_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     files: list[tuple[ExportedFile, bytes]] = []
+    tests: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # model → test sample, its labels
     for job in jobs:
-        files += _export_model(trained[job.name], job, source, config, exported_at)
+        test = stratified_sample(job.targets, config.gate_images, config.seed)
+        tests[job.name] = job.images[test], job.targets[test]
+        files += _export_model(trained[job.name], job, source, config, exported_at,
+                               tests[job.name])
     verify.raise_failures((f.file, check) for f, _ in files if f.precision == "fp32"
                           for check in f.checks)
+    # The any-size files are the fixed ones' reference; with --input fixed they are not kept.
+    files = [(f, data) for f, data in files if f.input in config.input.kinds]
+    operators = None
+    if config.ort:
+        log.info("converting to ORT format")
+        ort_files, operators = twins.ort_twins(files, tests, config)
+        files += ort_files
     report = ExportReport(exports, source.name, exported_at, config, [f for f, _ in files],
                           versions())
     # The staging folder is the atomic unit: it becomes exports/ in one rename, complete.
@@ -85,6 +97,8 @@ def export_run(config: ExportConfig) -> ExportReport:
         for exported, data in files:
             if exported.passed:
                 (staging / exported.file).write_bytes(data)
+        if operators is not None:
+            (staging / OPERATORS_CONFIG).write_text(operators, encoding="utf-8")
         for name, content in ((CONFIG_FILE, config.to_json()),
                               (contract.EXPORT_REPORT, report.to_json())):
             (staging / name).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
@@ -157,13 +171,9 @@ def _load(source: RunSource, job: _Job) -> keras.Model:
 
 
 def _export_model(trained: keras.Model, job: _Job, source: RunSource, config: ExportConfig,
-                  exported_at: str) -> list[tuple[ExportedFile, bytes]]:
-    """The FP32 file and, when asked and FP32 passed, its INT8/FP16 variants.
-
-    Every sample is seeded and class-stratified (one seed, so the smaller samples are part of the
-    larger ones). Parity, raw frames and the reported accuracies use the test images; whether a
-    variant is kept, and which nodes INT8 keeps in FP32, is decided on training images (the
-    gate sample), so that no test image steers a choice.
+                  exported_at: str, test: tuple[np.ndarray, np.ndarray]
+                  ) -> list[tuple[ExportedFile, bytes]]:
+    """The any-size files of one model and, when asked, their fixed-size twins.
 
     A model trained with mixed precision is rebuilt in float32 with the same weights first; the
     file is that float32 model, checked against it like any other, and how far its answers are
@@ -171,6 +181,27 @@ def _export_model(trained: keras.Model, job: _Job, source: RunSource, config: Ex
     """
     policy = mixed_policy(trained)
     model = as_float32(trained) if policy else trained
+    built = _any_size(trained, model, policy, job, source, config, exported_at, test)
+    if contract.INPUT_FIXED not in config.input.kinds:
+        return built
+    log.info(f"deriving the fixed-size files of {job.name}")
+    parity = job.images[stratified_sample(job.targets, config.verify_images, config.seed)]
+    return built + twins.fixed_twins(
+        built, source.image_size, len(job.labels),
+        lambda images: np.asarray(model(images, training=False)), parity, *test,
+        config.tolerance)
+
+
+def _any_size(trained: keras.Model, model: keras.Model, policy: str | None, job: _Job,
+              source: RunSource, config: ExportConfig, exported_at: str,
+              test: tuple[np.ndarray, np.ndarray]) -> list[tuple[ExportedFile, bytes]]:
+    """The FP32 file and, when asked and FP32 passed, its INT8/FP16 variants.
+
+    Every sample is seeded and class-stratified (one seed, so the smaller samples are part of the
+    larger ones). Parity, raw frames and the reported accuracies use the test images; whether a
+    variant is kept, and which nodes INT8 keeps in FP32, is decided on training images (the
+    gate sample), so that no test image steers a choice.
+    """
     def meta(precision: str) -> dict[str, Any]:
         return convert.metadata(job.task, job.labels, preprocess_of(model), source.name,
                                 exported_at, precision)
@@ -180,6 +211,7 @@ def _export_model(trained: keras.Model, job: _Job, source: RunSource, config: Ex
 
     log.info(f"converting {job.name} (opset {config.opset})")
     proto = convert.to_onnx(model, config.opset)
+    graph_edit.fold_rescale(proto)  # before quantizing, so that every variant has it
     convert.set_metadata(proto, meta("fp32"))
     data = proto.SerializeToString()
     checks = _structure(proto, job)
@@ -189,8 +221,7 @@ def _export_model(trained: keras.Model, job: _Job, source: RunSource, config: Ex
     sess = verify.session(data)
     checks += _parity(model, sess, job.images[sample(config.verify_images)], config)
     checks += _frames(proto, job, sample(config.frame_images), source.image_size, config)
-    test = sample(config.gate_images)
-    test_images, test_targets = job.images[test], job.targets[test]
+    test_images, test_targets = test
     gate = stratified_sample(job.gate_targets, config.gate_images, config.seed)
     gate_images, gate_targets = job.gate[gate], job.gate_targets[gate]
     fp32 = verify.predict(sess, gate_images)

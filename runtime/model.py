@@ -78,6 +78,7 @@ class ModelInfo:
     image_size: int
     interpolation: str
     precision: str | None
+    input: str  # "any" image size, or "fixed": image_size × image_size only
     version: str | None
     run: str | None
     exported_at: str | None
@@ -164,7 +165,9 @@ def model_info(session: ort.InferenceSession, path: Path) -> ModelInfo:
     if interpolation != INTERPOLATION:
         raise ModelError(f"{path}: trained with {interpolation} resizing but this runtime "
                          f"resizes {INTERPOLATION}; re-export it with this edge-ssl version.")
-    _check_signature(session, path, len(labels))
+    input_kind = _optional(meta, contract.META_INPUT, path) or contract.INPUT_ANY
+    _check_signature(session, path, len(labels), size if input_kind == contract.INPUT_FIXED
+                     else None)
     return ModelInfo(
         path=path,
         task=task,
@@ -172,6 +175,7 @@ def model_info(session: ort.InferenceSession, path: Path) -> ModelInfo:
         image_size=size,
         interpolation=interpolation,
         precision=_optional(meta, contract.META_PRECISION, path),
+        input=input_kind,
         version=_optional(meta, contract.META_VERSION, path),
         run=_optional(meta, contract.META_RUN, path),
         exported_at=_optional(meta, contract.META_EXPORTED_AT, path),
@@ -179,7 +183,8 @@ def model_info(session: ort.InferenceSession, path: Path) -> ModelInfo:
     )
 
 
-def _check_signature(session: ort.InferenceSession, path: Path, num_labels: int) -> None:
+def _check_signature(session: ort.InferenceSession, path: Path, num_labels: int,
+                     fixed: int | None) -> None:
     inputs = session.get_inputs()
     first = inputs[0] if len(inputs) == 1 else None
     if (first is None or first.name != contract.INPUT_NAME or first.type != "tensor(uint8)"
@@ -189,6 +194,10 @@ def _check_signature(session: ort.InferenceSession, path: Path, num_labels: int)
             f"{path}: its input is ({described}), not {contract.INPUT_NAME}: uint8 [N, H, W, 3]; "
             "export it with `edge-ssl export`, which puts the uint8 image input first."
         )
+    if fixed is not None and first.shape[1:3] != [fixed, fixed]:
+        raise ModelError(f"{path}: its metadata says it takes {fixed}×{fixed} images, but its "
+                         f"input is {_describe(first.type, first.shape)}; re-export it with "
+                         "`edge-ssl export`.")
     outputs = {o.name: o for o in session.get_outputs()}
     out = outputs.get(contract.OUTPUT_NAME)
     if out is None or out.type != "tensor(float)" or len(out.shape) != 2:

@@ -121,7 +121,8 @@ def app(config: ServeConfig, runner: Runner) -> Starlette:
     async def model(_: Request) -> JSONResponse:
         info = runner.info
         return _json({"file": info.path.name, "task": info.task, "labels": list(info.labels),
-                      "image_size": info.image_size, "precision": info.precision,
+                      "image_size": info.image_size, "input": info.input,
+                      "precision": info.precision,
                       "version": info.version, "run": info.run,
                       "exported_at": info.exported_at, "provider": runner.provider,
                       "layout": runner.layout.to_json(), "batch_size": config.batch_size,

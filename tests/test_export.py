@@ -24,13 +24,20 @@ from edge_ssl import contract
 from edge_ssl.cli import app
 from edge_ssl.errors import ConfigError, ExportError, ExportVerificationError, ModelError
 from edge_ssl.export import convert, pipeline, verify
-from edge_ssl.export.config import CONFIG_FILE, ExportConfig
+from edge_ssl.export.config import CONFIG_FILE, ExportConfig, InputKind
+from edge_ssl.export.ort_format import OPERATORS_CONFIG, OrtPlatform, ort_name
 from edge_ssl.export.report import ExportReport
+from edge_ssl.export.twins import fixed_name
 from edge_ssl.train.model import Preprocess, load_model
 
 TOLERANCE = 1e-4
 FILES = [f"{model}{suffix}.onnx" for model in ("pretext", "classifier")
-         for suffix in ("", ".int8", ".fp16")]
+         for suffix in ("", ".int8", ".fp16")]  # the any-size ONNX files
+FIXED = [fixed_name(file) for file in FILES]
+# The report's order: each model's any-size files, then their fixed twins; then the ORT files.
+ONNX_FILES = [f for model in ("pretext", "classifier") for f in FILES + FIXED
+              if f.startswith(model)]
+ORT_FILES = [ort_name(file) for file in ONNX_FILES]
 
 
 @pytest.fixture(scope="session")
@@ -42,12 +49,13 @@ def source_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def exported(source_run: Path, tmp_path_factory: pytest.TempPathFactory
              ) -> tuple[Path, ExportReport]:
-    """One full export with both variants, shared by the read-only tests."""
+    """One full export with both variants, both inputs and ORT files, shared by the read-only
+    tests."""
     run = copy_run(source_run, tmp_path_factory.mktemp("exported"))
     # A 0.35-wide network with random features changes its answers under any noise, INT8's or
     # FP16's: the gates are off here and tested on their own below and in test_int8.py.
     config = ExportConfig(run, int8=True, fp16=True, min_int8_agreement=0.0, max_fp32_nodes=0,
-                          fp16_tolerance=0.5)
+                          fp16_tolerance=0.5, ort=True)
     return run / contract.EXPORTS_DIR, pipeline.export_run(config)
 
 
@@ -75,22 +83,34 @@ def test_export_writes_every_file_with_its_evidence(
         exported: tuple[Path, ExportReport]) -> None:
     exports, report = exported
     assert sorted(p.name for p in exports.iterdir()) == sorted(
-        [*FILES, contract.EXPORT_REPORT, CONFIG_FILE])
+        [*ONNX_FILES, *ORT_FILES, contract.EXPORT_REPORT, CONFIG_FILE, OPERATORS_CONFIG])
     saved = json.loads((exports / contract.EXPORT_REPORT).read_text())
     assert saved["run"] == export_fixtures.RUN_NAME and saved["not_written"] == []
     assert saved["tolerances"]["max_abs_probability_diff"] == TOLERANCE
     assert json.loads((exports / CONFIG_FILE).read_text()) == report.config.to_json()
-    assert [f["file"] for f in saved["files"]] == FILES
+    assert [f["file"] for f in saved["files"]] == ONNX_FILES + ORT_FILES
     for entry in saved["files"]:
         data = (exports / entry["file"]).read_bytes()
         assert entry["size_bytes"] == len(data)
         assert entry["sha256"] == hashlib.sha256(data).hexdigest()
         assert entry["written"] is True
         assert all(check["passed"] for check in entry["checks"] if not check["advisory"]), entry
-        rule = next(c for c in entry["checks"] if c["check"] == "resize rule")
-        assert rule["frame_size"] == 8 * export_fixtures.SIZE
-        assert 0 < rule["max_abs_pixel_diff"] <= 1.0
-    parity = [c for c in saved["files"][FILES.index("classifier.onnx")]["checks"]
+        fixed = ".fixed." in entry["file"]
+        assert (entry["input"], entry["format"]) == ("fixed" if fixed else "any",
+                                                     entry["file"].rsplit(".", 1)[1])
+        assert ("TensorRT" in entry["suits"]) == (fixed and entry["format"] == "onnx")
+        if entry["file"] in FILES:
+            rule = next(c for c in entry["checks"] if c["check"] == "resize rule")
+            assert rule["frame_size"] == 8 * export_fixtures.SIZE
+            assert 0 < rule["max_abs_pixel_diff"] <= 1.0
+        else:  # derived from a checked file, and checked against it on the test sample
+            twin = entry["checks"][-1]
+            assert twin["check"].startswith("same as ") and twin["images"] == 40
+            assert twin["top1_mismatches"] == 0
+    operators = (exports / OPERATORS_CONFIG).read_text()
+    assert "ai.onnx;" in operators and "Conv" in operators and "Resize" in operators
+    assert "- classifier.fixed.int8.ort" in operators and "/tmp" not in operators
+    parity = [c for c in saved["files"][ONNX_FILES.index("classifier.onnx")]["checks"]
               if c["check"].startswith("parity")]
     assert [(c["height"], c["width"], c["images"]) for c in parity] == [
         (32, 32, 32), (32, 32, 1), (37, 91, 32), (128, 128, 32)]
@@ -148,7 +168,7 @@ def test_graph_contract(exported: tuple[Path, ExportReport], file: str) -> None:
     assert verify.check_contract(proto, 2 if "classifier" in file else 4).passed
 
 
-@pytest.mark.parametrize("file", FILES)
+@pytest.mark.parametrize("file", ONNX_FILES + ORT_FILES)
 def test_metadata_round_trip(exported: tuple[Path, ExportReport], file: str) -> None:
     import onnxruntime as ort
 
@@ -167,8 +187,43 @@ def test_metadata_round_trip(exported: tuple[Path, ExportReport], file: str) -> 
         contract.META_INTERPOLATION: "bilinear",
         contract.META_VERSION: edge_ssl.__version__,
         contract.META_RUN: export_fixtures.RUN_NAME,
-        contract.META_PRECISION: {"int8": "int8", "fp16": "fp16"}.get(file.split(".")[1], "fp32"),
+        contract.META_PRECISION: "int8" if ".int8." in file else "fp16" if ".fp16." in file
+        else "fp32",
+        contract.META_INPUT: "fixed" if ".fixed." in file else "any",
     }
+
+
+@pytest.mark.parametrize("file", FIXED)
+def test_fixed_file_takes_the_models_size_without_a_resize(
+        exported: tuple[Path, ExportReport], file: str) -> None:
+    proto = onnx.load(exported[0] / file)
+    image = proto.graph.input[0].type.tensor_type
+    assert [d.dim_param or d.dim_value for d in image.shape.dim] == [
+        "batch", export_fixtures.SIZE, export_fixtures.SIZE, 3]
+    assert "Resize" not in {n.op_type for n in proto.graph.node}  # what TensorRT/WebGPU refuse
+    assert proto.graph.node[0].op_type == "Cast"
+    checks = {c.name: c for c in next(f for f in exported[1].files if f.file == file).checks}
+    assert checks["graph contract"].passed
+    assert "uint8 [batch, 32, 32, 3]" in checks["graph contract"].detail
+    parity = sorted((c.values["height"], c.values["images"]) for name, c in checks.items()
+                    if name.startswith("parity"))
+    # FP32 against Keras, like its any-size twin at the native size; variants against their twin.
+    assert parity == ([(32, 1), (32, 32)] if file.count(".") == 2 else [])
+
+
+def test_twins_answer_like_their_source_through_the_runtime(
+        exported: tuple[Path, ExportReport]) -> None:
+    from edge_ssl.runtime.model import Device, open_session
+
+    images = np.random.default_rng(3).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    source, _, _ = open_session(exported[0] / "classifier.int8.onnx", Device.CPU)
+    expected = source.run(None, {contract.INPUT_NAME: images})[0]
+    for twin in ("classifier.fixed.int8.onnx", "classifier.int8.ort",
+                 "classifier.fixed.int8.ort"):
+        session, info, _ = open_session(exported[0] / twin, Device.CPU)
+        assert info.input == ("fixed" if ".fixed." in twin else "any")
+        np.testing.assert_allclose(session.run(None, {contract.INPUT_NAME: images})[0],
+                                   expected, atol=TOLERANCE)
 
 
 def test_int8_quantizes_every_convolution(exported: tuple[Path, ExportReport]) -> None:
@@ -348,14 +403,18 @@ def test_a_variant_that_misses_its_gate_costs_only_that_variant(source_run: Path
         assert f"{model}.fp16.onnx was not written (max |Δp| vs FP32" in message
     assert "try --max-fp32-nodes 8" in message and "--fp16-tolerance 2e-06" in message
     assert re.search(r"--min-int8-agreement \d+ would accept this one", message)
+    # A variant left out takes its fixed-size twin with it, for the same reason.
+    assert "classifier.fixed.int8.onnx was not written (its top-1 agrees" in message
     exports = run / contract.EXPORTS_DIR
     assert sorted(p.name for p in exports.iterdir()) == sorted(
-        ["pretext.onnx", "classifier.onnx", contract.EXPORT_REPORT, CONFIG_FILE])
+        ["pretext.onnx", "classifier.onnx", "pretext.fixed.onnx", "classifier.fixed.onnx",
+         contract.EXPORT_REPORT, CONFIG_FILE])
     saved = json.loads((exports / contract.EXPORT_REPORT).read_text())
     assert sorted(saved["not_written"]) == sorted(
-        f"{m}.{p}.onnx" for m in ("pretext", "classifier") for p in ("int8", "fp16"))
+        f"{m}{fixed}.{p}.onnx" for m in ("pretext", "classifier") for p in ("int8", "fp16")
+        for fixed in ("", ".fixed"))
     assert all(f["written"] == (f["precision"] == "fp32") for f in saved["files"])
-    assert "4 ONNX files" not in result.stdout and "Wrote 2 ONNX files" in result.stdout
+    assert "Wrote 4 model files" in result.stdout
     assert hidden_leftovers(run) == []
 
 
@@ -415,13 +474,30 @@ def test_overwrite_replaces_the_exports(source_run: Path, tmp_path: Path) -> Non
     stale = run / contract.EXPORTS_DIR / "classifier.onnx"
     stale.parent.mkdir()
     stale.write_bytes(b"an old export")
-    result = invoke(run, "--overwrite")
+    result = invoke(run, "--overwrite", "--input", "any")
     assert result.exit_code == 0, result.output
-    assert "classifier.onnx" in result.stdout and "Wrote 2 ONNX files" in result.stdout
+    assert "classifier.onnx" in result.stdout and "Wrote 2 model files" in result.stdout
     assert onnx.load(stale).graph.input[0].name == contract.INPUT_NAME
     assert sorted(p.name for p in stale.parent.iterdir()) == sorted(
         ["pretext.onnx", "classifier.onnx", contract.EXPORT_REPORT, CONFIG_FILE])
     assert hidden_leftovers(run) == []
+
+
+def test_fixed_only_with_ort_files_for_x86(source_run: Path, tmp_path: Path) -> None:
+    run = copy_run(source_run, tmp_path)
+    result = invoke(run, "--input", "fixed", "--ort", "--ort-platform", "amd64")
+    assert result.exit_code == 0, result.output
+    exports = run / contract.EXPORTS_DIR
+    written = ["pretext.fixed.onnx", "classifier.fixed.onnx", "pretext.fixed.ort",
+               "classifier.fixed.ort"]
+    assert sorted(p.name for p in exports.iterdir()) == sorted(
+        [*written, contract.EXPORT_REPORT, CONFIG_FILE, OPERATORS_CONFIG])
+    saved = json.loads((exports / CONFIG_FILE).read_text())
+    assert (saved["input"], saved["ort"], saved["ort_platform"]) == ("fixed", True, "amd64")
+    # amd64 bakes in onnxruntime's x86 NCHWc kernels; arm (the default) would not.
+    assert "com.microsoft.nchwc" in (exports / OPERATORS_CONFIG).read_text()
+    assert ExportConfig(run).input is InputKind.BOTH
+    assert ExportConfig(run).ort_platform is OrtPlatform.ARM
 
 
 def test_missing_run_directory(tmp_path: Path) -> None:
@@ -461,6 +537,14 @@ def test_bad_options_are_refused(source_run: Path, option: str, value: str) -> N
     result = invoke(source_run, option, value)
     assert result.exit_code == 1
     assert f"{option} {value} is not allowed" in result.stderr
+
+
+@pytest.mark.parametrize(("option", "value"), [("--input", "square"),
+                                               ("--ort-platform", "riscv")])
+def test_unknown_choices_are_refused(source_run: Path, option: str, value: str) -> None:
+    result = invoke(source_run, option, value)
+    assert result.exit_code == 2
+    assert value in result.output and "Traceback" not in result.output
 
 
 def test_config_accepts_the_supported_opsets_only() -> None:

@@ -45,7 +45,28 @@ def test_read_model_info_reads_every_field(models: Path) -> None:
     assert info.interpolation == "bilinear"
     assert (info.precision, info.version, info.run) == ("fp32", "0.1.0", "test-run")
     assert info.exported_at == "2024-01-01T00:00:00Z"
+    assert info.input == contract.INPUT_ANY  # files from before the fixed variant say nothing
     assert info.file_size == path.stat().st_size
+
+
+def test_fixed_size_model_is_read_and_runs(models: Path) -> None:
+    import onnx
+
+    from edge_ssl.export.graph_edit import to_fixed
+
+    proto = to_fixed(onnx.load(onnx_models.build_model(models / "any.onnx")), onnx_models.SIZE)
+    onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props},
+                                        contract.META_INPUT: json.dumps(contract.INPUT_FIXED)})
+    onnx.save(proto, models / "fixed.onnx")
+    images = np.random.default_rng(1).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+
+    session, info, _ = open_session(models / "fixed.onnx", Device.CPU, threads=1)
+    (probabilities,) = session.run([contract.OUTPUT_NAME], {contract.INPUT_NAME: images})
+
+    assert info.input == contract.INPUT_FIXED
+    assert session.get_inputs()[0].shape == ["batch", 8, 8, 3]
+    expected = onnx_models.expected_probabilities(images, onnx_models.colour_weights())
+    np.testing.assert_allclose(probabilities, expected, atol=1e-6)
 
 
 def test_rotation_model_info(models: Path) -> None:
@@ -98,9 +119,11 @@ def _meta(**changes: object) -> dict[str, object]:
      "trained with nearest resizing"),
     (lambda p: onnx_models.build_model(p, meta=_meta(META_IMAGE_SIZE="big")),
      "edge_ssl.image_size is '\"big\"', not a JSON int"),
+    (lambda p: onnx_models.build_model(p, meta=_meta(META_INPUT=contract.INPUT_FIXED)),
+     "its metadata says it takes 8×8 images, but its input is uint8 [?, ?, ?, 3]"),
     (lambda p: onnx_models.not_onnx(p), "not an ONNX model"),
 ], ids=["no-metadata", "float-input", "input-name", "label-count", "task", "interpolation",
-        "image-size", "not-onnx"])
+        "image-size", "fixed-but-any-size", "not-onnx"])
 def test_models_that_break_the_contract_are_refused(
     tmp_path: Path, build: object, message: str
 ) -> None:

@@ -35,7 +35,7 @@ def export(options: dict[str, Any], verbose: Annotated[bool, typer.Option(
     with spinner("exporting"):
         report = export_run(config)
     console.print(*export_tables(report))
-    console.print(f"Wrote {len(report.written)} ONNX files with {EXPORT_REPORT} to "
+    console.print(f"Wrote {len(report.written)} model files with {EXPORT_REPORT} to "
                   f"{report.exports_dir}")
     warning = report.frames_warning()
     if warning is not None:

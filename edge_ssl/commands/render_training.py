@@ -159,7 +159,8 @@ def export_tables(report: ExportReport) -> list[RenderableType]:
                   pad_edge=False)
     for name in ("file", "MB", "accuracy (95% CI)", "checks"):
         files.add_column(name, justify="left" if name == "file" else "right")
-    evidence = Table(title="evidence: FP32 files against Keras, variants against FP32",
+    evidence = Table(title="evidence: FP32 files against Keras, variants against FP32, "
+                     "fixed-size and .ort files against their source",
                      box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("file", "max |Δp|", "top-1 same", "resize", "raw frames"):
         evidence.add_column(name, justify="left" if name == "file" else "right")
@@ -183,7 +184,11 @@ def _evidence(checks: list[Check]) -> tuple[str, str, str, str]:
     by_name = {check.name: check for check in checks}
     parity = [c.values for c in checks if c.name.startswith("parity")]
     gate = by_name.get("int8 agreement") or by_name.get("fp16 |Δp|")
-    if gate is not None:
+    twin = next((c.values for c in checks if c.name.startswith("same as")), None)
+    if twin is not None:  # a fixed-size or ORT file, against the file it was derived from
+        diff = f"{twin['max_abs_diff']:.0e}"
+        same = f"{twin['images'] - twin['top1_mismatches']}/{twin['images']}"
+    elif gate is not None:
         diff = f"{gate.values['max_abs_diff_vs_fp32']:.0e}"
         same = f"{gate.values['top1_agreement']['percent']:.1f}%"
     elif parity:
