@@ -20,6 +20,7 @@ from edge_ssl.commands import (
     study,
     study_summary,
     train,
+    web,
 )
 from edge_ssl.commands.help_format import HelpFormat, HelpFormatGroup
 
@@ -42,6 +43,7 @@ app.command("classify", cls=HelpFormat)(classify.classify)
 app.command("evaluate", cls=HelpFormat)(evaluate.evaluate)
 app.command("bench", cls=HelpFormat)(bench.bench)
 app.command("serve", cls=HelpFormat)(serve.serve)
+app.command("web", cls=HelpFormat)(web.web)
 
 
 def main() -> None:

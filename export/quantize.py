@@ -3,6 +3,9 @@
 INT8 is static QDQ with uint8 activations and per-channel int8 weights: onnxruntime then runs
 every convolution of MobileNetV2 as QLinearConv, while the int8-activation default leaves some
 in FP32 between Transposes and is slower than FP32 (docs/benchmarks.md has the measurements).
+The weights use 7 bits of the 8 (`reduce_range`), so that x86 CPUs without VNNI, whose u8·s8
+instruction saturates 16-bit sums of full-range products, answer as ARM, browsers and VNNI CPUs
+do.
 
 INT8 keeps the FP32 model's answers: when the fully quantized model's top-1 agrees with FP32 on
 fewer of the gate images than the budget asks, the nodes ranked most sensitive are kept in FP32,
@@ -111,6 +114,10 @@ class Int8Quantizer:
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 per_channel=True,
+                # 7-bit weights: x86's AVX2 u8·s8 kernel (VPMADDUBSW) adds two 8-bit products
+                # into 16 bits and saturates with full-range weights, so without VNNI the
+                # file would answer differently than on ARM, in a browser or on a VNNI x86.
+                reduce_range=True,
                 calibrate_method=CalibrationMethod.MinMax,
                 nodes_to_quantize=list(only) if only is not None else None,
                 nodes_to_exclude=[*self._softmax, *keep_fp32],

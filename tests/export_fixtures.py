@@ -10,6 +10,7 @@ Training for real (even a few steps) costs a minute of graph tracing on two core
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +74,8 @@ def write_run(run: Path, seed: int = 0) -> Path:
               "width": spec.width}
     (run / contract.CONFIG_FILE).write_text(json.dumps(config), encoding="utf-8")
     return run
+
+
+def copy_run(source: Path, parent: Path) -> Path:
+    """A copy of the run `source` inside `parent`, under the run's own name."""
+    return Path(shutil.copytree(source, parent / RUN_NAME))

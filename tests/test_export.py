@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import onnx
 import pytest
+from export_fixtures import copy_run
 from typer.testing import CliRunner, Result
 
 import edge_ssl
@@ -41,31 +42,8 @@ ORT_FILES = [ort_name(file) for file in ONNX_FILES]
 
 
 @pytest.fixture(scope="session")
-def source_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A pristine run directory; tests that export copy it first."""
-    return export_fixtures.write_run(tmp_path_factory.mktemp("runs") / "tiny-run")
-
-
-@pytest.fixture(scope="session")
-def exported(source_run: Path, tmp_path_factory: pytest.TempPathFactory
-             ) -> tuple[Path, ExportReport]:
-    """One full export with both variants, both inputs and ORT files, shared by the read-only
-    tests."""
-    run = copy_run(source_run, tmp_path_factory.mktemp("exported"))
-    # A 0.35-wide network with random features changes its answers under any noise, INT8's or
-    # FP16's: the gates are off here and tested on their own below and in test_int8.py.
-    config = ExportConfig(run, int8=True, fp16=True, min_int8_agreement=0.0, max_fp32_nodes=0,
-                          fp16_tolerance=0.5, ort=True)
-    return run / contract.EXPORTS_DIR, pipeline.export_run(config)
-
-
-@pytest.fixture(scope="session")
 def classifier(source_run: Path) -> keras.Model:
     return load_model(source_run / contract.CLASSIFIER_MODEL)
-
-
-def copy_run(source: Path, parent: Path) -> Path:
-    return Path(shutil.copytree(source, parent / export_fixtures.RUN_NAME))
 
 
 def invoke(*args: str | Path) -> Result:
