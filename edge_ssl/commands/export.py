@@ -23,6 +23,9 @@ def export(options: dict[str, Any], verbose: Annotated[bool, typer.Option(
     """Convert the pretext and classifier models to ONNX with the preprocessing inside, and
     prove each file matches Keras before writing it.
 
+    Each model gets an any-size file and a fixed-size one (*.fixed.onnx, no Resize: for
+    TensorRT, WebGPU, WebNN), and with --ort their onnxruntime-mobile (.ort) twins.
+
     An INT8 or FP16 variant that misses its gate is not written; the FP32 files are.
     Exit status: 0 all written, 1 nothing written, 2 usage error, 3 a variant left out.
     """
