@@ -87,7 +87,9 @@ def ort_twins(built: list[Built], tests: dict[str, tuple[np.ndarray, np.ndarray]
         reference = verify.predict(verify.session(data), images)
         checks = [_metadata_kept(onnx.load_from_string(data), sess.get_modelmeta()),
                   verify.check_twin(reference, probabilities, name,
-                                    _twin_tolerance(exported, config.tolerance))]
+                                    verify.INT8_ORT_TWIN_TOLERANCE
+                                    if exported.precision == "int8"
+                                    else _twin_tolerance(exported, config.tolerance))]
         twins.append((_derived(exported, ort_name(name), ort_data, checks,
                                verify.accuracy(probabilities, targets), format="ort"), ort_data))
     return twins, operators

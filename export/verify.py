@@ -30,6 +30,10 @@ PIXEL_TOLERANCE = 1.0
 # An FP16 file and its twin (fixed-size, ORT format) round differently where onnxruntime fuses
 # their nodes differently: a few FP16 units (2^-11 ≈ 4.9e-4 for probabilities in [0.5, 1]).
 FP16_TWIN_TOLERANCE = 2e-3
+# An INT8 .ort file for ARM is optimized with int8 activations allowed in QDQ groups, which x86
+# runs with other kernels than the .onnx file's: their requantization rounds differently, by a
+# few quantization steps (1.1e-2 measured on a demo run; the top-1 must still be the same).
+INT8_ORT_TWIN_TOLERANCE = 5e-2
 
 
 @dataclass(frozen=True)

@@ -200,8 +200,11 @@ def test_twins_answer_like_their_source_through_the_runtime(
                  "classifier.fixed.int8.ort"):
         session, info, _ = open_session(exported[0] / twin, Device.CPU)
         assert info.input == ("fixed" if ".fixed." in twin else "any")
-        np.testing.assert_allclose(session.run(None, {contract.INPUT_NAME: images})[0],
-                                   expected, atol=TOLERANCE)
+        answers = session.run(None, {contract.INPUT_NAME: images})[0]
+        # An ARM-optimized INT8 .ort file requantizes with other kernels on x86: a few steps.
+        atol = verify.INT8_ORT_TWIN_TOLERANCE if twin.endswith(".ort") else TOLERANCE
+        np.testing.assert_allclose(answers, expected, atol=atol)
+        assert (answers.argmax(1) == expected.argmax(1)).all()
 
 
 def test_int8_quantizes_every_convolution(exported: tuple[Path, ExportReport]) -> None:
