@@ -43,7 +43,8 @@ def fixed_twins(built: list[Built], size: int, num_classes: int,
     for exported, data in built:
         name = fixed_name(exported.file)
         if not exported.passed:
-            twins.append((replace(exported, file=name, input=contract.INPUT_FIXED), b""))
+            twins.append((replace(exported, file=name, input=contract.INPUT_FIXED,
+                                  size_bytes=0, sha256=""), b""))
             continue
         proto = graph_edit.to_fixed(onnx.load_from_string(data), size)
         meta = {p.key: p.value for p in proto.metadata_props}
