@@ -8,6 +8,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from edge_ssl import contract
 from edge_ssl.errors import ConfigError
 from edge_ssl.export.ort_format import OrtPlatform
 from edge_ssl.options import OUTPUT, not_allowed, option, to_json
@@ -31,7 +32,10 @@ class InputKind(str, Enum):
 
     @property
     def kinds(self) -> tuple[str, ...]:
-        return ("any", "fixed") if self is InputKind.BOTH else (self.value,)
+        """The `edge_ssl.input` values of the files this choice writes."""
+        if self is InputKind.BOTH:
+            return (contract.INPUT_ANY, contract.INPUT_FIXED)
+        return (self.value,)
 
 
 @dataclass(frozen=True)

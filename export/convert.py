@@ -103,8 +103,7 @@ def _name_dims(proto: onnx.ModelProto) -> None:
 
 
 def metadata(task: str, labels: Sequence[str], preprocess: Preprocess, run: str,
-             exported_at: str, precision: str, input_kind: str = contract.INPUT_ANY
-             ) -> dict[str, Any]:
+             exported_at: str, precision: str) -> dict[str, Any]:
     """Everything the runtime needs to feed and read the model, with no other file."""
     return {
         contract.META_TASK: task,
@@ -116,7 +115,7 @@ def metadata(task: str, labels: Sequence[str], preprocess: Preprocess, run: str,
         contract.META_RUN: run,
         contract.META_EXPORTED_AT: exported_at,
         contract.META_PRECISION: precision,
-        contract.META_INPUT: input_kind,
+        contract.META_INPUT: contract.INPUT_ANY,  # export/twins.py writes the fixed files
     }
 
 

@@ -14,7 +14,7 @@ import tensorflow as tf
 import tf2onnx
 
 import edge_ssl
-from edge_ssl.contract import EXPORT_REPORT
+from edge_ssl import contract
 from edge_ssl.export.config import ExportConfig
 from edge_ssl.export.verify import Check
 from edge_ssl.stats import Rate
@@ -36,7 +36,7 @@ class ExportedFile:
     # A model trained with mixed precision, converted from its float32 rebuild: how the rebuild's
     # answers compare with the mixed-precision model's (edge_ssl.export.verify.compare_rebuild).
     rebuilt: dict[str, Any] | None = None
-    input: str = "any"  # "any" image size, or "fixed": the model's size only, no Resize
+    input: str = contract.INPUT_ANY  # or INPUT_FIXED: the model's size only, no Resize
     format: str = "onnx"  # or "ort": onnxruntime's format for mobile and reduced builds
 
     @property
@@ -46,7 +46,7 @@ class ExportedFile:
             return ["onnxruntime mobile and reduced builds (ORT format)",
                     "edge-ssl classify / serve"]
         runtimes = ["onnxruntime CPU and CUDA", "onnxruntime-web WASM", "edge-ssl classify / serve"]
-        if self.input == "fixed":
+        if self.input == contract.INPUT_FIXED:
             return [*runtimes, "TensorRT", "onnxruntime-web WebGPU", "WebNN",
                     "converters that need a static input size"]
         return [*runtimes, "camera frames of any size (resized inside the graph)"]
@@ -104,7 +104,7 @@ class ExportReport:
         if not reasons:
             return None
         return " ".join(reasons) + (f" The verified FP32 files are in {self.exports_dir} "
-                                    f"(details in {EXPORT_REPORT}).")
+                                    f"(details in {contract.EXPORT_REPORT}).")
 
     def frames_warning(self) -> str | None:
         """One line when raw frames fed to a written file change its answers, else None."""
