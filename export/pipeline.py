@@ -11,12 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import secrets
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import keras
@@ -25,7 +22,8 @@ import onnx
 import onnxruntime
 
 from edge_ssl import contract
-from edge_ssl.errors import ModelError, RunDirError
+from edge_ssl.atomic import publish_folder, refuse_existing, sibling
+from edge_ssl.errors import ModelError
 from edge_ssl.export import convert, graph_edit, quantize, twins, verify
 from edge_ssl.export.config import CONFIG_FILE, ExportConfig
 from edge_ssl.export.ort_format import OPERATORS_CONFIG
@@ -68,7 +66,7 @@ def export_run(config: ExportConfig) -> ExportReport:
     """
     source = open_run(config.run_dir)
     exports = source.path / contract.EXPORTS_DIR
-    _refuse_existing(exports, config.overwrite)
+    refuse_existing(exports, config.overwrite)
     jobs = _jobs(source)
     trained = {job.name: _load(source, job) for job in jobs}  # fail fast, before converting
     exported_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -91,7 +89,7 @@ def export_run(config: ExportConfig) -> ExportReport:
     report = ExportReport(exports, source.name, exported_at, config, [f for f, _ in files],
                           versions())
     # The staging folder is the atomic unit: it becomes exports/ in one rename, complete.
-    staging = _sibling(exports, "new")
+    staging = sibling(exports, "new")
     staging.mkdir()
     try:
         for exported, data in files:
@@ -102,35 +100,10 @@ def export_run(config: ExportConfig) -> ExportReport:
         for name, content in ((CONFIG_FILE, config.to_json()),
                               (contract.EXPORT_REPORT, report.to_json())):
             (staging / name).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
-        _publish(staging, exports, config.overwrite)
+        publish_folder(staging, exports, config.overwrite)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return report
-
-
-def _refuse_existing(exports: Path, overwrite: bool) -> None:
-    if (exports.exists() or exports.is_symlink()) and not overwrite and (
-            not exports.is_dir() or any(exports.iterdir())):
-        raise RunDirError(f"{exports} already exists; pass --overwrite to replace it.")
-
-
-def _sibling(exports: Path, tag: str) -> Path:
-    """A hidden, unique folder name beside `exports` (same file system, so renames are atomic)."""
-    return exports.with_name(f".{exports.name}-{tag}-{os.getpid()}-{secrets.token_hex(4)}")
-
-
-def _publish(staging: Path, exports: Path, overwrite: bool) -> None:
-    # Two renames: a crash between them leaves the previous export in a hidden -old folder.
-    _refuse_existing(exports, overwrite)  # another export may have finished meanwhile
-    old = None
-    if exports.exists() or exports.is_symlink():
-        old = _sibling(exports, "old")
-        os.replace(exports, old)
-    os.replace(staging, exports)
-    if old is not None and old.is_dir() and not old.is_symlink():
-        shutil.rmtree(old)
-    elif old is not None:
-        old.unlink()
 
 
 def _jobs(source: RunSource) -> list[_Job]:

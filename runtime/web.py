@@ -11,14 +11,13 @@ needs nothing more).
 from __future__ import annotations
 
 import http.server
-import os
-import secrets
 import shutil
 from dataclasses import dataclass
 from functools import partial
 from importlib import resources
 from pathlib import Path
 
+from edge_ssl.atomic import publish_folder, refuse_existing, sibling
 from edge_ssl.errors import ConfigError, ModelError, RunDirError
 from edge_ssl.options import INPUT, OUTPUT, option
 
@@ -74,10 +73,10 @@ def write_site(config: WebConfig) -> Path:
                               f"{ORT_WEB_VERSION}` (node_modules/onnxruntime-web/dist).")
         ort_url = "./ort/ort.min.mjs"
     out = config.out
-    if out.exists() and not config.overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise RunDirError(f"{out} already exists; pass --overwrite to replace it.")
-    staging = out.with_name(f".{out.name}-new-{os.getpid()}-{secrets.token_hex(4)}")
-    staging.mkdir(parents=True)
+    refuse_existing(out, config.overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = sibling(out, "new")
+    staging.mkdir()
     try:
         page = resources.files("edge_ssl.runtime").joinpath("web")
         # {{name}} markers rather than string.Template: the page's JavaScript is full of ${}.
@@ -91,9 +90,7 @@ def write_site(config: WebConfig) -> Path:
             (staging / "ort").mkdir()
             for name in ORT_WEB_FILES:
                 shutil.copyfile(config.onnxruntime_web / name, staging / "ort" / name)
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        os.replace(staging, out)
+        publish_folder(staging, out, config.overwrite)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
