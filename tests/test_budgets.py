@@ -16,7 +16,8 @@ tf = pytest.importorskip("tensorflow")
 from edge_ssl.errors import ConfigError  # noqa: E402
 from edge_ssl.train import demo_data, joint, methods, pipeline, probe  # noqa: E402
 from edge_ssl.train import method_names as names  # noqa: E402
-from edge_ssl.train.config import DEFAULT_FINETUNE_STEPS, FinetuneOptions, RotationLoss  # noqa: E402
+from edge_ssl.train.config import RotationLoss  # noqa: E402
+from edge_ssl.train.finetune_options import DEFAULT_FINETUNE_STEPS, FinetuneOptions  # noqa: E402
 from edge_ssl.train.model import ModelSpec, build_model  # noqa: E402
 
 SPEC = ModelSpec(image_size=32, width=0.35, bn_momentum=0.9)
@@ -50,6 +51,24 @@ def test_many_labels_get_a_pass_an_epoch_and_zero_keeps_the_old_passes() -> None
     assert all(passes <= s < passes + many.epochs(m) for m, s in steps.items()), steps
     old = methods.FitSettings(FinetuneOptions(finetune_steps=0), 10, 4, batch_size=32, seed=0)
     assert old.steps_per_epoch(names.SSL_FINETUNE, 100) == 4
+
+
+def test_the_finetune_batch_is_its_own_and_older_configs_keep_the_run_batch() -> None:
+    from edge_ssl.train.config import TrainConfig
+    from edge_ssl.train.finetune_stage import fit_settings
+    from edge_ssl.train.study import StudyConfig
+
+    config = TrainConfig(batch_size=128)  # a pretext at 128, as the shipped backbone's
+    assert fit_settings(config, 0).batch_size == 32
+    saved = config.to_dict()
+    del saved["finetune_batch_size"]  # a run saved before the option: its fine-tune at 128
+    assert fit_settings(TrainConfig.from_dict(saved), 0).batch_size == 128
+    study = StudyConfig(run=Path("run")).to_json()
+    assert StudyConfig.from_json(study).finetune_batch(128) == 32
+    del study["finetune_batch_size"]
+    assert StudyConfig.from_json(study).finetune_batch(128) == 128
+    with pytest.raises(ConfigError, match="--finetune-batch-size 30 is not allowed"):
+        FinetuneOptions(finetune_batch_size=30)
 
 
 class Steps(keras.callbacks.Callback):

@@ -14,8 +14,8 @@ tf = pytest.importorskip("tensorflow")
 
 from edge_ssl.train import demo_data, methods, probe  # noqa: E402
 from edge_ssl.train import method_names as names  # noqa: E402
-from edge_ssl.train.config import FinetuneBatchNorm, FinetuneOptions  # noqa: E402
 from edge_ssl.train.cuts import SHALLOW_CUT  # noqa: E402
+from edge_ssl.train.finetune_options import FinetuneBatchNorm, FinetuneOptions  # noqa: E402
 from edge_ssl.train.model import ModelSpec, build_classifier, build_model  # noqa: E402
 from edge_ssl.train.monitor import KnnMonitor  # noqa: E402
 

@@ -22,7 +22,8 @@ from edge_ssl.options import flag, from_json, not_allowed, option_names, option_
 from edge_ssl.runtime.classify import ClassifyConfig
 from edge_ssl.runtime.evaluate import EvaluateConfig
 from edge_ssl.runtime.latency import BenchConfig
-from edge_ssl.train.config import FinetuneOptions, Schedule, TrainConfig
+from edge_ssl.train.config import TrainConfig
+from edge_ssl.train.finetune_options import FinetuneOptions, Schedule
 from edge_ssl.train.study import StudyConfig
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from edge_ssl.stats import Rate, wilson_interval
-from edge_ssl.train.config import Schedule, TrainConfig
+from edge_ssl.train.config import TrainConfig
+from edge_ssl.train.finetune_options import Schedule
 from edge_ssl.train.sources import ImageSet, load_source, split_selection
 
 

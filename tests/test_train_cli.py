@@ -100,12 +100,8 @@ def test_tensorboard_without_its_package_fails_before_a_run_starts(
 
 
 def test_runs_saved_before_the_fine_tune_and_pretext_options_keep_their_recipe() -> None:
-    from edge_ssl.train.config import (
-        DEFAULT_HEAD_EPOCHS,
-        FinetuneBatchNorm,
-        PretextLR,
-        TrainConfig,
-    )
+    from edge_ssl.train.config import PretextLR, TrainConfig
+    from edge_ssl.train.finetune_options import DEFAULT_HEAD_EPOCHS, FinetuneBatchNorm
 
     old = TrainConfig.from_dict({"width": 0.5})  # a config.json without the newer keys
     assert (old.head_epochs, old.pretext_lr) == (0, PretextLR.plateau)

@@ -80,7 +80,7 @@ def write_config(session: Session, source: Source, pretext_train: ImageSet | Non
         "distribution": {
             **cluster.describe(),
             "pretext": {**scaling.to_json(steps), "steps_per_epoch": steps},
-            "finetune": {"devices": 1, "batch": config.batch_size,
+            "finetune": {"devices": 1, "batch": config.finetune_batch(config.batch_size),
                          "learning_rate": config.learning_rate,
                          "why": "labelled sets are small; every method trains alike"}},
     })

@@ -20,8 +20,9 @@ from edge_ssl.atomic import write_json, write_with
 from edge_ssl.train import method_names as names
 from edge_ssl.train import methods, pipeline, plots
 from edge_ssl.train.artifacts import TEST_SETS, model_files, shipped_method, stage_json
-from edge_ssl.train.config import MIN_SELECTION_PER_CLASS, Freeze, Schedule, TrainConfig
+from edge_ssl.train.config import Freeze, TrainConfig
 from edge_ssl.train.environment import note_memory
+from edge_ssl.train.finetune_options import MIN_SELECTION_PER_CLASS, Schedule
 from edge_ssl.train.model import scratch_spec
 from edge_ssl.train.session import Session
 from edge_ssl.train.sources import ImageSet, Source, split_selection
@@ -64,7 +65,8 @@ def resolve_schedule(config: TrainConfig, labels: np.ndarray) -> Schedule:
 
 
 def fit_settings(config: TrainConfig, verbose: int) -> methods.FitSettings:
-    return methods.FitSettings(config, config.patience, config.lr_patience, config.batch_size,
+    return methods.FitSettings(config, config.patience, config.lr_patience,
+                               config.finetune_batch(config.batch_size),
                                config.seed, config.freeze is Freeze.backbone, verbose)
 
 
@@ -143,7 +145,8 @@ def _run_method(session: Session, method: str, pretext: keras.Model, data: metho
 
 def _result_json(result: methods.MethodResult) -> dict[str, Any]:
     out: dict[str, Any] = {"title": names.TITLES[result.method],
-                           "test": result.test.to_json(), "collapsed": result.collapsed}
+                           "test": result.test.to_json(), "collapsed": result.collapsed,
+                           "seconds": result.seconds}
     if result.stage is not None:
         out.update(stage_json(result.stage))
     if result.choice is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,8 +28,8 @@ import tensorflow as tf
 
 from edge_ssl.stats import Rate
 from edge_ssl.train import joint, pipeline, probe
-from edge_ssl.train.config import FinetuneBatchNorm, FinetuneOptions
 from edge_ssl.train.cuts import CUT_LAYERS, SHALLOW_CUT
+from edge_ssl.train.finetune_options import FinetuneBatchNorm, FinetuneOptions
 from edge_ssl.train.method_names import (
     COLOUR,
     FROM_PRETEXT,
@@ -138,6 +139,7 @@ class MethodResult:
     collapsed: bool = False  # predicted one class for every test image
     predicted: np.ndarray | None = None  # int [N]: the class predicted for each test image
     choice: str | None = None  # what a probe chose on the labelled images (block, thumbnail)
+    seconds: float | None = None  # wall time of the whole method, set by `measure`
 
 
 def scored(method: str, predicted: np.ndarray, data: Labelled, stage: StageResult | None = None,
@@ -271,7 +273,18 @@ def measure(method: str, pretext: keras.Model, spec: ModelSpec, data: Labelled,
             extra_callbacks: Sequence[keras.callbacks.Callback] = (),
             resumable: bool = True) -> MethodResult:
     """`method` on `data`: the SSL methods start from `pretext`, the baselines from a random
-    initialisation of `spec` (seeded). A network method trains with `train_network`."""
+    initialisation of `spec` (seeded). A network method trains with `train_network`. The result
+    carries its wall time: a study's time is spent unevenly, and the user sees where."""
+    start = time.perf_counter()
+    result = _measure(method, pretext, spec, data, settings, history_path, checkpoint_dir,
+                      extra_callbacks, resumable)
+    return replace(result, seconds=round(time.perf_counter() - start, 1))
+
+
+def _measure(method: str, pretext: keras.Model, spec: ModelSpec, data: Labelled,
+             settings: FitSettings, history_path: Path, checkpoint_dir: Path,
+             extra_callbacks: Sequence[keras.callbacks.Callback],
+             resumable: bool) -> MethodResult:
     if method == COLOUR:
         return colour_floor(data)
     if method == SSL_PROBE:

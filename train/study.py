@@ -32,7 +32,8 @@ from edge_ssl.options import (
     with_default,
 )
 from edge_ssl.stats import Rate, paired_bootstrap
-from edge_ssl.train.config import LEGACY_FINETUNE, FinetuneOptions, Schedule, load_run_config
+from edge_ssl.train.config import load_run_config
+from edge_ssl.train.finetune_options import LEGACY_FINETUNE, FinetuneOptions, Schedule
 from edge_ssl.train.method_names import LABELS_ONLY, METHODS, SELF_SUPERVISED, TITLES
 from edge_ssl.train.sources import ImageSet, split_selection
 
@@ -189,12 +190,13 @@ def run_study(config: StudyConfig, out: Path) -> dict[str, Any]:
             labelled = _task(train_px[chosen], train_y[chosen], test_px, test_y, config,
                              len(source.labels), seed, unlabelled)
             settings = methods.FitSettings(config, run_config.patience, run_config.lr_patience,
-                                           run_config.batch_size, seed)
+                                           config.finetune_batch(run_config.batch_size), seed)
             results = methods.run_in_memory(config.methods, pretext, spec, labelled, settings)
             cell = {"seed": seed, "budget": _budget_text(budget),
                     "labels_per_class": int(np.bincount(train_y[chosen]).min()),
                     "seconds": round(time.perf_counter() - start, 1),
                     "results": {m: {**r.test.to_json(), "collapsed": r.collapsed,
+                                    "seconds": r.seconds,
                                     **({"epochs_run": r.stage.epochs_run} if r.stage else {}),
                                     **({"choice": r.choice} if r.choice else {}),
                                     "predictions": np.asarray(r.predicted).tolist()}

@@ -13,13 +13,8 @@ from edge_ssl.commands.render_training import print_run
 from edge_ssl.commands.shared_options import Overwrite, RunName, RunsDir, Verbose
 from edge_ssl.console import console, user_errors
 from edge_ssl.options import option_names
-from edge_ssl.train.config import (
-    FinetuneOptions,
-    StrategyName,
-    TrainConfig,
-    load_run_config,
-    require_tensorboard,
-)
+from edge_ssl.train.config import StrategyName, TrainConfig, load_run_config, require_tensorboard
+from edge_ssl.train.finetune_options import FinetuneOptions
 
 
 # Every fine-tune option, and the TrainConfig options that choose the labelled task.
