@@ -305,6 +305,26 @@ def _loo_knn_accuracy(features: np.ndarray, labels: np.ndarray, k: int = 5) -> f
     return correct / len(labels)
 
 
+def test_a_study_runs_a_worker_per_core_and_one_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge_ssl.errors import ConfigError
+    from edge_ssl.train import study_cells
+    from edge_ssl.train.study import StudyConfig
+
+    monkeypatch.setattr(study_cells, "_cores", lambda: 2)
+    assert study_cells.default_workers(on_gpu=False) == 2
+    assert study_cells.threads_per_worker(2) == 1 and study_cells.threads_per_worker(1) == 2
+    monkeypatch.setattr(study_cells, "_cores", lambda: 16)
+    assert study_cells.default_workers(on_gpu=False) == study_cells.MAX_WORKERS
+    assert study_cells.threads_per_worker(study_cells.MAX_WORKERS) == 4
+    assert study_cells.default_workers(on_gpu=True) == 1
+    with pytest.raises(ConfigError, match="--workers 0 is not allowed"):
+        StudyConfig(run=Path("run"), workers=0)
+    # A study saved before the option ran in one process, and resumes so.
+    saved = StudyConfig(run=Path("run")).to_json()
+    del saved["workers"]
+    assert StudyConfig.from_json(saved).workers == 1
+
+
 @pytest.mark.slow
 def test_study_writes_every_cell_and_the_plot(tmp_path: Path) -> None:
     from edge_ssl.rundir import create_run_dir
@@ -316,7 +336,7 @@ def test_study_writes_every_cell_and_the_plot(tmp_path: Path) -> None:
     train(TrainConfig(demo_per_class=16, image_size=32, width=0.35, batch_size=8,
                       pretext_epochs=1, finetune_epochs=1, finetune_steps=0), run)
     config = StudyConfig(run=run, budgets=(2, 4), seeds=2, finetune_epochs=1, head_epochs=1,
-                         finetune_steps=4,
+                         finetune_steps=4, workers=2,
                          methods=("ssl_finetune", "ssl_probe", "colour"))
     older = {k: v for k, v in config.to_json().items()
              if k not in ("head_epochs", "finetune_batchnorm")}
@@ -346,3 +366,16 @@ def test_study_writes_every_cell_and_the_plot(tmp_path: Path) -> None:
     assert run_study(resumed, out)["cells"] == study["cells"]
     with pytest.raises(RunDirError, match="already exists; pass --resume"):
         prepare(config, out, overwrite=False, resume=False)
+    # Two worker processes or this one: the same cells, each method trained as long.
+    assert study["workers"]["processes"] == 2
+    alone = run / "studies" / "alone"
+    one = run_study(prepare(replace(config, workers=1), alone, overwrite=False, resume=False),
+                    alone)
+    assert one["workers"]["processes"] == 1
+    for theirs, ours in zip(one["cells"], study["cells"], strict=True):
+        assert (theirs["seed"], theirs["budget"]) == (ours["seed"], ours["budget"])
+        assert theirs["results"]["colour"] == {**ours["results"]["colour"],
+                                               "seconds": theirs["results"]["colour"]["seconds"]}
+        assert (theirs["results"]["ssl_finetune"]["epochs_run"]
+                == ours["results"]["ssl_finetune"]["epochs_run"])
+        assert all(r["seconds"] is not None for r in ours["results"].values())

@@ -14,6 +14,10 @@ import tensorflow as tf
 from edge_ssl import __version__
 
 
+def on_gpu() -> bool:
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
 def device_description() -> str:
     """What TensorFlow trains on: the GPU when it sees one, else the CPU's model name."""
     gpus = tf.config.list_physical_devices("GPU")

@@ -35,7 +35,7 @@ from edge_ssl.stats import Rate, paired_bootstrap
 from edge_ssl.train.config import load_run_config
 from edge_ssl.train.finetune_options import LEGACY_FINETUNE, FinetuneOptions, Schedule
 from edge_ssl.train.method_names import LABELS_ONLY, METHODS, SELF_SUPERVISED, TITLES
-from edge_ssl.train.sources import ImageSet, split_selection
+from edge_ssl.train.study_cells import MAX_WORKERS
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,10 @@ class StudyConfig(FinetuneOptions):
     methods: tuple[str, ...] = option(
         METHODS, f"Methods to run, comma-separated; default: all of {', '.join(METHODS)}.",
         "A,B", TRAINING, parse=split_commas, text=joined, show_default=False)
+    workers: int | None = option(
+        None, "Processes that train the methods side by side, each with its share of the CPU "
+        f"cores; default: one per core, at most {MAX_WORKERS}, or 1 on a GPU.", "N", TRAINING,
+        show_default=False)
     # A study compares methods at a fixed number of epochs: every label trains.
     schedule: Schedule = with_default(FinetuneOptions, "schedule", Schedule.fixed)
 
@@ -99,6 +103,8 @@ class StudyConfig(FinetuneOptions):
             raise bad("budgets", budgets, "list each once")
         if self.seeds < 1:
             raise bad("seeds", self.seeds, "use 1 or more (3 or more to report a spread)")
+        if self.workers is not None and self.workers < 1:
+            raise bad("workers", self.workers, "use 1 or more, or leave it out")
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise bad("methods", ",".join(self.methods) or "''",
@@ -112,7 +118,7 @@ class StudyConfig(FinetuneOptions):
         # Studies saved before an option existed keep what they did (see TrainConfig.from_dict).
         return from_json(cls, {**values, "budgets": parse_budgets(joined(values["budgets"]))},
                          legacy={"head_epochs": 0, "finetune_batchnorm": "train",
-                                 **LEGACY_FINETUNE})
+                                 "workers": 1, **LEGACY_FINETUNE})
 
 
 def _budget_text(budget: int | None) -> str:
@@ -149,12 +155,9 @@ def prepare(config: StudyConfig, out: Path, overwrite: bool, resume: bool) -> St
 
 def run_study(config: StudyConfig, out: Path) -> dict[str, Any]:
     """Run every missing cell of the study into `out`; returns study.json's content."""
-    import keras
-
-    from edge_ssl import contract as C
-    from edge_ssl.train import methods, pipeline, plots
+    from edge_ssl.train import pipeline, plots, study_cells
     from edge_ssl.train.artifacts import TEST_SETS
-    from edge_ssl.train.model import load_model, scratch_spec
+    from edge_ssl.train.environment import on_gpu
     from edge_ssl.train.sources import load_source
 
     run_config = load_run_config(config.run)
@@ -167,46 +170,43 @@ def run_study(config: StudyConfig, out: Path) -> dict[str, Any]:
     train_px, train_y = pipeline.decode_eagerly(source.train, size, skipped, "labelled")
     test_px, test_y = pipeline.decode_eagerly(source.test, size, skipped, "test")
     assert train_y is not None and test_y is not None  # labelled sets carry labels
-    pretext = load_model(config.run / C.PRETEXT_MODEL)
-    spec = scratch_spec(run_config)
+    images = study_cells.StudyImages(train_px, train_y, test_px, test_y, len(source.labels))
     previous = json.loads((out / STUDY_FILE).read_text()) if (out / STUDY_FILE).exists() else {}
     cells: list[dict[str, Any]] = previous.get("cells", [])
     done = {(c["seed"], c["budget"]) for c in cells}
+    todo = [(seed, budget) for seed in range(config.seeds) for budget in config.budgets
+            if (seed, _budget_text(budget)) not in done]
+    workers = config.workers or study_cells.default_workers(on_gpu())
     study: dict[str, Any] = {
         "run": str(config.run), "labels": list(source.labels),
         "test_set": TEST_SETS[source.kind], "test_images": int(len(test_y)),
         "labelled_images_per_class": np.bincount(train_y).tolist(),
         "test_labels": test_y.tolist(),
-        "skipped_files": skipped.messages, "cells": cells}
-    for seed in range(config.seeds):
-        order = _class_orders(train_y, seed)
-        for budget in config.budgets:
-            if (seed, _budget_text(budget)) in done:
-                continue
-            start = time.perf_counter()
-            chosen = np.sort(np.concatenate([o[:budget] for o in order]))
-            # The task's other training images, their labels unused: the rotation loss's.
-            unlabelled = np.delete(train_px, chosen, axis=0)
-            labelled = _task(train_px[chosen], train_y[chosen], test_px, test_y, config,
-                             len(source.labels), seed, unlabelled)
-            settings = methods.FitSettings(config, run_config.patience, run_config.lr_patience,
-                                           config.finetune_batch(run_config.batch_size), seed)
-            results = methods.run_in_memory(config.methods, pretext, spec, labelled, settings)
-            cell = {"seed": seed, "budget": _budget_text(budget),
-                    "labels_per_class": int(np.bincount(train_y[chosen]).min()),
-                    "seconds": round(time.perf_counter() - start, 1),
-                    "results": {m: {**r.test.to_json(), "collapsed": r.collapsed,
-                                    "seconds": r.seconds,
-                                    **({"epochs_run": r.stage.epochs_run} if r.stage else {}),
-                                    **({"choice": r.choice} if r.choice else {}),
-                                    "predictions": np.asarray(r.predicted).tolist()}
-                                for m, r in results.items()}}
-            cells.append(cell)
-            study["summary"] = summarise(cells, config.methods)
-            study["margins"] = margins(study["summary"], cells, test_y)
-            write_json(out / STUDY_FILE, study)
-            log.info(_cell_line(cell))
-            keras.utils.clear_session()
+        "skipped_files": skipped.messages,
+        "workers": {"processes": workers,
+                    "threads_each": study_cells.threads_per_worker(workers)},
+        "wall_seconds": previous.get("wall_seconds", 0.0), "cells": cells}
+    log.info("%d cell%s of %d methods to run, in %s", len(todo), "" if len(todo) == 1 else "s",
+             len(config.methods), "this process" if workers == 1
+             else f"{workers} processes side by side")
+    # Cells finish in any order with workers; study.json lists them by seed and budget.
+    order = {_budget_text(b): i for i, b in enumerate(config.budgets)}
+    waited, start = previous.get("wall_seconds", 0.0), time.perf_counter()
+    for seed, budget, results in study_cells.run_cells(config, images, todo, workers):
+        chosen = study_cells.chosen_images(train_y, seed, budget)
+        cell = {"seed": seed, "budget": _budget_text(budget),
+                "labels_per_class": int(np.bincount(train_y[chosen]).min()),
+                # The methods' own times: with workers they overlap, so this is work done,
+                # and `wall_seconds` (the whole call) is what a user waits.
+                "seconds": round(sum(r["seconds"] for r in results.values()), 1),
+                "results": results}
+        cells.append(cell)
+        cells.sort(key=lambda c: (c["seed"], order.get(c["budget"], len(order))))
+        study["summary"] = summarise(cells, config.methods)
+        study["margins"] = margins(study["summary"], cells, test_y)
+        study["wall_seconds"] = round(waited + time.perf_counter() - start, 1)
+        write_json(out / STUDY_FILE, study)
+        log.info(_cell_line(cell))
     study["summary"] = summarise(cells, config.methods)
     study["margins"] = margins(study["summary"], cells, test_y)
     study["complete"] = True
@@ -215,29 +215,6 @@ def run_study(config: StudyConfig, out: Path) -> dict[str, Any]:
                                 f"{' vs '.join(source.labels)} — {study['test_set']}",
                                 out / STUDY_PNG, study["margins"])
     return study
-
-
-def _class_orders(labels: np.ndarray, seed: int) -> list[np.ndarray]:
-    """One seeded permutation of each class's image indices: budget b takes the first b."""
-    rng = np.random.default_rng(seed + 1)
-    return [rng.permutation(np.flatnonzero(labels == c)) for c in range(int(labels.max()) + 1)]
-
-
-def _task(pixels: np.ndarray, labels: np.ndarray, test_px: np.ndarray, test_y: np.ndarray,
-          config: StudyConfig, num_classes: int, seed: int, unlabelled: np.ndarray) -> Any:
-    """One cell's Labelled data, with a selection split when the schedule early-stops."""
-    import tensorflow as tf
-
-    from edge_ssl.train.methods import Labelled
-
-    labelled = ImageSet(pixels=pixels, labels=labels)
-    selection = None
-    if config.schedule is Schedule.early_stopping:
-        labelled, chosen = split_selection(labelled, config.selection_fraction, seed)
-        selection = (chosen.pixels, chosen.labels)
-    fit = tf.data.Dataset.from_tensor_slices((labelled.pixels, labelled.labels)).cache()
-    return Labelled(fit=fit, fit_size=len(labelled), selection=selection,
-                    test=(test_px, test_y), num_classes=num_classes, unlabelled=unlabelled)
 
 
 def summarise(cells: list[dict[str, Any]], method_names: tuple[str, ...]) -> dict[str, Any]:
