@@ -1,7 +1,10 @@
 """What the benchmarks run on: a trained, exported run and a folder of JPEGs, built once and cached.
 
-The run is made by edge-ssl's own `train` and `export_run`, so the benchmarks time the files a
-user gets. A full run (`pytest --benchmark-only`) trains the benchmark model (MobileNetV2 width 1.0,
+The run is made by `edge-ssl train` and `edge-ssl export`, as a user would type them, so the
+benchmarks time the files a user gets; keras_side.py then adds what the suite needs from
+TensorFlow (Keras' reference answers, the LiteRT conversions). All three run in processes of
+their own, so that no TensorFlow thread pool is alive in the suite while other runtimes are
+timed. A full run (`pytest --benchmark-only`) trains the benchmark model (MobileNetV2 width 1.0,
 64×64) on the demo data for a few epochs, which takes 2–3 minutes on two cores: long enough for
 a classifier whose INT8 accuracy loss means something. A smoke run (plain `pytest`) trains a
 width-0.35, 32×32 model for one epoch. Both are cached under `.benchmarks/model-cache/`, keyed by
@@ -16,9 +19,11 @@ import importlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +36,9 @@ THREADS_ENV = "EDGE_SSL_BENCH_THREADS"
 CACHE_DIR = Path(".benchmarks", "model-cache")
 JPEG_QUALITY = 90
 PRECISIONS = ("fp32", "int8", "fp16")
+CHECK_BATCH = 32  # every runtime is checked against Keras on the validation set at this batch
+PEERS_DIR = "peers"  # in the cached run: keras_side.py's files
+REFERENCE_FILE = "keras-reference.npy"
 
 
 @dataclass(frozen=True)
@@ -93,19 +101,26 @@ def cached_run(setup: Settings, root: Path) -> Path:
 
 
 def _train_and_export(setup: Settings, run: Path) -> None:
-    from edge_ssl.export.config import ExportConfig
-    from edge_ssl.export.pipeline import export_run
-    from edge_ssl.train.config import TrainConfig
-    from edge_ssl.train.run import train
-
-    train(TrainConfig(width=setup.width, image_size=setup.image_size,
-                      demo_per_class=setup.demo_per_class, pretext_epochs=setup.pretext_epochs,
-                      finetune_epochs=setup.finetune_epochs, finetune_steps=0,
-                      batch_size=setup.train_batch), run)
+    command = edge_ssl_command()
+    batch = str(setup.train_batch)
+    _run([*command, "train", "--width", str(setup.width), "--image-size", str(setup.image_size),
+          "--demo-per-class", str(setup.demo_per_class),
+          "--pretext-epochs", str(setup.pretext_epochs),
+          "--finetune-epochs", str(setup.finetune_epochs), "--finetune-steps", "0",
+          "--batch-size", batch, "--finetune-batch-size", batch,
+          "--runs-dir", str(run.parent), "--name", run.name])
     # The variants' gates are off here: the benchmarks measure the accuracy drop and report it
     # against its target rather than stopping at it.
-    export_run(ExportConfig(run, int8=True, fp16=True, min_int8_agreement=0.0, max_fp32_nodes=0,
-                            fp16_tolerance=0.999))
+    _run([*command, "export", str(run), "--int8", "--fp16", "--min-int8-agreement", "0",
+          "--max-fp32-nodes", "0", "--fp16-tolerance", "0.999"])
+    _run([sys.executable, str(Path(__file__).with_name("keras_side.py")), str(run)])
+
+
+def _run(command: list[str]) -> None:
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n"
+                           f"{(done.stderr or done.stdout)[-3000:]}")
 
 
 def jpeg_folder(setup: Settings, root: Path) -> Path:
@@ -148,6 +163,15 @@ def calibration(run: Path) -> np.ndarray:
     return images[:ExportConfig(run).calibration_images]
 
 
+def reference(run: Path) -> np.ndarray:
+    """Keras' probabilities `[N, C]` for `validation(run)`'s images, at CHECK_BATCH."""
+    return np.load(run / PEERS_DIR / REFERENCE_FILE)
+
+
+def litert_file(run: Path, precision: str) -> Path:
+    return run / PEERS_DIR / f"classifier.{precision}.tflite"
+
+
 def onnx_file(run: Path, precision: str) -> Path:
     suffix = "" if precision == "fp32" else f".{precision}"
     return run / contract.EXPORTS_DIR / f"classifier{suffix}.onnx"
@@ -172,18 +196,20 @@ def _replace(staging: Path, target: Path) -> None:
 
 def _digests(setup: Settings) -> tuple[str, str]:
     """(settings, code): the code digest covers library versions and the source that makes
-    the run (decoding rules, contracts, training and export), so any change there rebuilds."""
-    import keras
-    import onnx
-    import onnxruntime
-    import tensorflow as tf
-    import tf2onnx
-
+    the run (decoding rules, contracts, training and export, keras_side.py), so any change
+    there rebuilds. Versions come from the installed metadata: importing TensorFlow here would
+    start it in the suite's process."""
     settings = hashlib.sha256(json.dumps(setup.model_key(), sort_keys=True).encode())
-    code = hashlib.sha256(" ".join([edge_ssl.__version__, tf.__version__, keras.__version__,
-                                    tf2onnx.__version__, onnx.__version__,
-                                    onnxruntime.__version__]).encode())
-    sources = [Path(images.__file__), Path(contract.__file__)]
+    versions = [edge_ssl.__version__]
+    for package in ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert"):
+        try:
+            versions.append(metadata.version(package))
+        except metadata.PackageNotFoundError:
+            versions.append(f"no {package}")
+    code = hashlib.sha256(" ".join(versions).encode())
+    here = Path(__file__)
+    sources = [Path(images.__file__), Path(contract.__file__), here,
+               here.with_name("keras_side.py"), here.with_name("bench_runtimes.py")]
     for package in ("edge_ssl.train", "edge_ssl.export"):
         folder = Path(importlib.import_module(package).__path__[0])
         sources += sorted(folder.glob("*.py"))

@@ -160,16 +160,17 @@ def keras_runtimes(model: Any, image_size: int, threads: int) -> list[Runtime]:
                     lambda _, layout: Prepared(graph, layout), one_layout(threads))]
 
 
-def litert_runtimes(model: Any, image_size: int, calibration: np.ndarray,
-                    threads: int) -> list[Runtime]:
-    """The Keras model converted by TensorFlow's own converter (`edge_ssl.export.litert`): FP32,
-    and full INT8 calibrated on the images the ONNX INT8 export calibrated on. A layout of N
-    instances is N interpreters, each sized for its share of the batch."""
-    from edge_ssl.export.litert import to_litert
+def litert_runtimes(run: Path, image_size: int, threads: int) -> list[Runtime]:
+    """The run's classifier converted by TensorFlow's own converter (`edge_ssl.export.litert`,
+    in keras_side.py's process): FP32, and full INT8 calibrated on the images the ONNX INT8
+    export calibrated on. A layout of N instances is N interpreters, each sized for its share
+    of the batch."""
+    from bench_models import litert_file
+
     from edge_ssl.runtime.litert import open_litert
 
-    contents = {"fp32": to_litert(model, image_size), "int8": to_litert(model, image_size,
-                                                                         calibration)}
+    contents = {precision: litert_file(run, precision).read_bytes()
+                for precision in ("fp32", "int8")}
 
     def runtime(precision: str) -> Runtime:
         def prepare(batch_size: int, layout: Layout) -> Prepared:

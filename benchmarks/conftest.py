@@ -70,8 +70,9 @@ def tensorflow_threads(settings: Settings) -> None:
 
 
 @pytest.fixture(scope="session")
-def bench_run(settings: Settings, pytestconfig: pytest.Config, tensorflow_threads: None) -> Path:
-    """The trained and exported run every benchmark uses (cached between sessions)."""
+def bench_run(settings: Settings, pytestconfig: pytest.Config) -> Path:
+    """The trained and exported run every benchmark uses (cached between sessions), built in
+    processes of their own (see bench_models)."""
     return bench_models.cached_run(settings, pytestconfig.rootpath)
 
 
@@ -87,7 +88,9 @@ def validation_set(bench_run: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="session")
-def keras_classifier(bench_run: Path) -> Any:
+def keras_classifier(bench_run: Path, tensorflow_threads: None) -> Any:
+    """The Keras classifier, for the benchmarks that time Keras itself: TensorFlow starts in
+    this process only when the first of them runs."""
     from edge_ssl import contract
     from edge_ssl.train.model import load_model
 

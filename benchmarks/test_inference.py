@@ -37,16 +37,17 @@ RUNTIMES = [
     "keras-predict_on_batch", "keras-tf.function",
 ]
 BATCH_SIZES = (1, 32)
-CHECK_BATCH = 32  # the batch size the validation set is checked at
+CHECK_BATCH = bench_models.CHECK_BATCH
 ALONE = "onnx-fp32-b32"  # timed again in a process of its own
 ALONE_AGREEMENT = (0.8, 1.25)  # in-suite median / alone median: within noise
 
 
 @pytest.fixture(scope="session")
-def contender(bench_run: Path, settings: Settings, keras_classifier: Any
+def contender(bench_run: Path, settings: Settings, request: pytest.FixtureRequest
               ) -> Iterator[Callable[[str], Runtime]]:
-    """Build a runtime's family on first use (a peer's conversion takes seconds); building
-    another family drops the previous one, so that only one is alive at a time."""
+    """Build a runtime's family on first use; building another family drops the previous one,
+    so that only one is alive at a time. The Keras model is loaded only for Keras' own family,
+    the last: TensorFlow starts in this process then, and not before."""
     built: dict[str, Runtime] = {}
 
     def get(name: str) -> Runtime:
@@ -59,13 +60,13 @@ def contender(bench_run: Path, settings: Settings, keras_classifier: Any
                     bench_models.onnx_file(bench_run, precision), precision, settings.threads)
                     for precision in bench_models.PRECISIONS]
             elif family == "keras":
-                found = bench_runtimes.keras_runtimes(keras_classifier, settings.image_size,
-                                                      settings.threads)
+                found = bench_runtimes.keras_runtimes(
+                    request.getfixturevalue("keras_classifier"), settings.image_size,
+                    settings.threads)
             elif family == "litert":
                 pytest.importorskip("ai_edge_litert", reason="pip install 'edge-ssl[bench]'")
-                found = bench_runtimes.litert_runtimes(
-                    keras_classifier, settings.image_size, bench_models.calibration(bench_run),
-                    settings.threads)
+                found = bench_runtimes.litert_runtimes(bench_run, settings.image_size,
+                                                       settings.threads)
             else:
                 pytest.importorskip("openvino", reason="pip install 'edge-ssl[bench]'")
                 found = [bench_runtimes.openvino_runtime(
@@ -79,14 +80,10 @@ def contender(bench_run: Path, settings: Settings, keras_classifier: Any
 
 
 @pytest.fixture(scope="session")
-def reference(keras_classifier: Any, validation_set: tuple[np.ndarray, np.ndarray],
-              settings: Settings) -> np.ndarray:
-    """Keras' probabilities for the validation images: what every runtime must reproduce."""
-    (keras,) = [r for r in bench_runtimes.keras_runtimes(keras_classifier, settings.image_size,
-                                                         settings.threads)
-                if r.name == "keras-predict_on_batch"]
-    prepared = keras.prepare(CHECK_BATCH, keras.layouts(CHECK_BATCH)[0])
-    return bench_runtimes.predict_all(prepared.predict, validation_set[0], CHECK_BATCH)
+def reference(bench_run: Path) -> np.ndarray:
+    """Keras' probabilities for the validation images, computed in keras_side.py's process:
+    what every runtime must reproduce."""
+    return bench_models.reference(bench_run)
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,7 @@ def compiled(path: Path) -> Any:
 
 
 @pytest.fixture(scope="module")
-def finetune_model(bench_run: Path) -> Any:
+def finetune_model(bench_run: Path, tensorflow_threads: None) -> Any:
     return compiled(bench_run / contract.CLASSIFIER_MODEL)
 
 
