@@ -310,10 +310,10 @@ def test_a_study_runs_a_worker_per_core_and_one_on_a_gpu(monkeypatch: pytest.Mon
     from edge_ssl.train import study_cells
     from edge_ssl.train.study import StudyConfig
 
-    monkeypatch.setattr(study_cells, "_cores", lambda: 2)
+    monkeypatch.setattr(study_cells, "usable_cores", lambda: 2)
     assert study_cells.default_workers(on_gpu=False) == 2
     assert study_cells.threads_per_worker(2) == 1 and study_cells.threads_per_worker(1) == 2
-    monkeypatch.setattr(study_cells, "_cores", lambda: 16)
+    monkeypatch.setattr(study_cells, "usable_cores", lambda: 16)
     assert study_cells.default_workers(on_gpu=False) == study_cells.MAX_WORKERS
     assert study_cells.threads_per_worker(study_cells.MAX_WORKERS) == 4
     assert study_cells.default_workers(on_gpu=True) == 1

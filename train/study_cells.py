@@ -14,7 +14,6 @@ digits, on the thread count each worker has).
 from __future__ import annotations
 
 import multiprocessing
-import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge_ssl.errors import TrainingError
+from edge_ssl.runtime.parallel import usable_cores
 from edge_ssl.train import method_names as names
 from edge_ssl.train.finetune_options import Schedule
 from edge_ssl.train.sources import ImageSet, split_selection
@@ -55,16 +55,11 @@ class StudyImages:
 
 def default_workers(on_gpu: bool) -> int:
     """One worker per core up to MAX_WORKERS; one on a GPU, which one process keeps busy."""
-    return 1 if on_gpu else max(1, min(MAX_WORKERS, _cores()))
+    return 1 if on_gpu else max(1, min(MAX_WORKERS, usable_cores()))
 
 
 def threads_per_worker(workers: int) -> int:
-    return max(1, _cores() // workers)
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
+    return max(1, usable_cores() // workers)
 
 
 def chosen_images(labels: np.ndarray, seed: int, budget: int | None) -> np.ndarray:
