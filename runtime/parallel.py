@@ -179,20 +179,32 @@ def open_runner(path: Path, device: Device = Device.AUTO, sessions: int | None =
 
     With several candidate layouts (neither `sessions` nor `threads` set, a CPU provider), each
     is timed for a moment on random images of `batch_size` when `calibrate`, and the one with
-    the most images per second is kept; without `calibrate` (a job of a batch or two, where the
-    calibration would cost more than it saves), one session with default threads, as onnxruntime
-    runs by itself. A GPU provider always gets one session.
+    the most images per second is kept and remembered (`layout_cache`): the next job with the
+    same model, batch size and machine opens it without timing anything. Without `calibrate`
+    (a job of a batch or two, where the calibration would cost more than it saves), one session
+    with default threads, as onnxruntime runs by itself. A GPU provider always gets one session.
 
     Raises:
         ModelError, DeviceError: the model cannot be used (see `open_session`).
     """
-    candidates = candidate_layouts(sessions, threads, batch_size, cores or usable_cores())
-    runner = open_layout(path, device, candidates[0], spin)
+    from edge_ssl.runtime import layout_cache
+
+    cores = cores or usable_cores()
+    candidates = candidate_layouts(sessions, threads, batch_size, cores)
+    choose = len(candidates) > 1 and calibrate
+    entry = layout_cache.key(path, device.value, batch_size, cores) if choose else None
+    remembered = layout_cache.load(entry) if choose else None
+    runner = open_layout(path, device, remembered if remembered in candidates else candidates[0],
+                         spin)
     try:
-        if runner.provider == CPU and len(candidates) > 1 and calibrate:
+        if runner.provider != CPU and runner.sessions > 1:  # a GPU since the layout was stored
+            runner.close()
+            runner = open_layout(path, device, Layout(1, None), spin)
+        elif runner.provider == CPU and choose and remembered not in candidates:
             runner = fastest(runner, [functools.partial(open_layout, path, device, layout, spin)
                                       for layout in candidates[1:]],
                              random_images(batch_size, runner.info.image_size))
+            layout_cache.store(entry, runner.layout)
         yield runner
     finally:
         runner.close()

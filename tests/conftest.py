@@ -15,6 +15,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 SHARED_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "tiny-imagenet-mini"
 
 
+@pytest.fixture(autouse=True)
+def layout_cache_per_test(tmp_path_factory: pytest.TempPathFactory,
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test (and the commands it runs) remembers calibrated layouts in a folder of its own,
+    never in the user's cache."""
+    from edge_ssl.runtime.layout_cache import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("layout-cache")))
+
+
 @pytest.fixture(scope="session")
 def tiny_imagenet_mini() -> Path:
     """The real 10-class slice of Tiny ImageNet beside the checkout; skipped when absent."""

@@ -9,12 +9,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
+from typing import BinaryIO
 from unittest import mock
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from edge_ssl import images
 from edge_ssl.errors import ImageDecodeError
 from edge_ssl.images import load_rgb, resize_array
 
@@ -118,3 +120,65 @@ def test_the_limit_follows_pillows_setting(tmp_path: Path, monkeypatch: pytest.M
         load_rgb(path)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # Pillow's way to switch it off
     assert load_rgb(path).shape == (200, 300, 3)
+
+
+def jpeg_kinds(folder: Path) -> dict[str, tuple[Path, bool]]:
+    """JPEGs of every kind a folder holds: path, and whether simplejpeg decodes it (the rest,
+    any with EXIF or an XMP orientation among them, fall back to Pillow)."""
+    rng = np.random.default_rng(1)
+    smooth = Image.fromarray(rng.integers(0, 256, (12, 16, 3), np.uint8)).resize(
+        (640, 480), Image.Resampling.BICUBIC)
+    kinds: dict[str, tuple[Path, bool]] = {}
+
+    def save(name: str, image: Image.Image, fast: bool, **options: object) -> None:
+        path = folder / f"{name.replace('/', ' of ')}.jpg"
+        image.save(path, **options)
+        kinds[name] = (path, fast)
+
+    save("small 4:2:0", smooth.resize((64, 64)), True, quality=90)
+    save("wide 4:4:4", smooth.resize((300, 200)), True, quality=95, subsampling=0)
+    save("photo, drafted to 1/8", smooth.resize((1200, 900)), True, quality=85)
+    save("odd size, drafted to 1/2", smooth.resize((261, 131)), True, quality=85)
+    save("progressive", smooth.resize((200, 150)), True, quality=80, progressive=True)
+    save("greyscale", smooth.convert("L").resize((96, 72)), True, quality=90)
+    save("CMYK", smooth.convert("CMYK").resize((80, 60)), False, quality=90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90° clockwise
+    save("EXIF-rotated", smooth.resize((120, 90)), False, quality=90, exif=exif)
+    upright = Image.Exif()
+    upright[0x0112] = 1
+    save("EXIF upright", smooth.resize((120, 90)), False, quality=90, exif=upright)
+    xmp = b'<x:xmpmeta><rdf:Description tiff:Orientation="3"/></x:xmpmeta>'
+    save("XMP-rotated", smooth.resize((120, 90)), False, quality=90, xmp=xmp)
+    return kinds
+
+
+@pytest.mark.parametrize("size", [None, 32, 64])
+def test_the_fast_jpeg_decode_gives_pillows_pixels(tmp_path: Path, size: int | None,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    kinds = jpeg_kinds(tmp_path)
+    turbo = images._turbo_decode
+    used: list[bool] = []
+
+    def spy(stream: BinaryIO, name: str, size: int | None) -> np.ndarray | None:
+        found = turbo(stream, name, size)
+        used.append(found is not None)
+        return found
+
+    monkeypatch.setattr(images, "_turbo_decode", spy)
+    fast = {name: load_rgb(path, size) for name, (path, _) in kinds.items()}
+    assert used == [expected for _, expected in kinds.values()]
+    monkeypatch.setattr(images, "_turbo_decode", lambda *_: None)  # Pillow alone
+    for name, (path, _) in kinds.items():
+        reference = load_rgb(path, size)
+        assert fast[name].shape == reference.shape, name
+        assert np.array_equal(fast[name], reference), name
+
+
+def test_a_truncated_jpeg_is_still_refused(tmp_path: Path) -> None:
+    path = tmp_path / "cut.jpg"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (64, 64, 3), np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[:-400])
+
+    with pytest.raises(ImageDecodeError, match="cut.jpg: corrupt or truncated"):
+        load_rgb(path, 64)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx_models
@@ -11,6 +13,7 @@ from typer.testing import CliRunner
 
 from edge_ssl.cli import app
 from edge_ssl.errors import InferenceError
+from edge_ssl.runtime import layout_cache, parallel
 from edge_ssl.runtime.model import Device
 from edge_ssl.runtime.parallel import Layout, candidate_layouts, open_layout, open_runner
 
@@ -78,6 +81,48 @@ def test_calibration_keeps_one_of_the_candidates_and_its_answers(model: Path) ->
         np.testing.assert_allclose(
             runner.run(pixels),
             onnx_models.expected_probabilities(pixels, onnx_models.colour_weights()), atol=1e-5)
+
+
+def test_a_calibrated_layout_is_remembered_for_the_same_model_and_batch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = onnx_models.build_model(tmp_path / "classifier.onnx")
+    with open_runner(path, Device.CPU, batch_size=16, cores=2) as runner:
+        chosen = runner.layout
+    assert layout_cache.cache_file().is_file()
+    timed: list[int] = []
+    real_fastest = parallel.fastest
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        timed.append(1)
+        return real_fastest(*args, **kwargs)
+
+    monkeypatch.setattr(parallel, "fastest", counting)
+    with open_runner(path, Device.CPU, batch_size=16, cores=2) as runner:
+        assert runner.layout == chosen and runner.sessions == chosen.sessions
+    assert not timed
+    # Another batch size, or another model written to the same path, is timed again.
+    with open_runner(path, Device.CPU, batch_size=8, cores=2):
+        pass
+    onnx_models.build_model(path, weights=onnx_models.colour_weights() * 2)
+    with open_runner(path, Device.CPU, batch_size=16, cores=2):
+        pass
+    assert len(timed) == 2
+
+
+def test_a_broken_layout_cache_costs_only_the_calibration(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: Path) -> None:
+    layout_cache.cache_file().parent.mkdir(parents=True, exist_ok=True)
+    layout_cache.cache_file().write_text("{not json")
+    with open_runner(model, Device.CPU, batch_size=16, cores=2) as runner:
+        chosen = runner.layout
+    assert json.loads(layout_cache.cache_file().read_text())  # rewritten whole
+    assert layout_cache.load(layout_cache.key(model, "cpu", 16, 2)) == chosen
+    # A cache folder that cannot be created: the job runs all the same.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(layout_cache.CACHE_ENV, str(blocker / "cache"))
+    with open_runner(model, Device.CPU, batch_size=16, cores=2) as runner:
+        assert runner.layout in candidate_layouts(None, None, 16, 2)
 
 
 def test_without_calibration_one_default_session_runs(model: Path) -> None:

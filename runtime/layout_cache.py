@@ -1,0 +1,89 @@
+"""The layout a calibration chose, remembered per model, batch size and machine.
+
+Timing the candidate layouts takes about half a second: as long as classifying a thousand small
+images. The answer depends only on the model file, the batch size, the cores this process may
+use, the CPU and the onnxruntime version, so the next job with all of these the same opens the
+remembered layout at once. The file is `layouts.json` in `$EDGE_SSL_CACHE_DIR`, else
+`$XDG_CACHE_HOME/edge-ssl`, else `~/.cache/edge-ssl`; delete it to calibrate again. A cache that
+cannot be read or written costs only the calibration, never the job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+from edge_ssl.atomic import write_json
+from edge_ssl.runtime.cpu import cpu_info
+from edge_ssl.runtime.parallel import Layout
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "EDGE_SSL_CACHE_DIR"
+FILE_NAME = "layouts.json"
+MAX_ENTRIES = 256  # the oldest go first: a cache of models long deleted should not grow
+
+
+def cache_file() -> Path:
+    """Where the layouts are kept (see the module's docstring)."""
+    folder = os.environ.get(CACHE_ENV)
+    if folder:
+        return Path(folder) / FILE_NAME
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "edge-ssl" / FILE_NAME
+
+
+def key(model: Path, device: str, batch_size: int, cores: int) -> str | None:
+    """What the fastest layout depends on, as one string: the model's content (not its name:
+    a re-export to the same path is another model), the device asked for, the batch size, the
+    usable cores, the CPU and onnxruntime's version. None when the model cannot be read (opening
+    it will say why)."""
+    import onnxruntime as ort
+
+    try:
+        digest = hashlib.sha256(Path(model).read_bytes()).hexdigest()[:16]
+    except OSError:
+        return None
+    return (f"{digest} {device} batch={batch_size} cores={cores} {cpu_info().name} "
+            f"onnxruntime={ort.__version__}")
+
+
+def load(entry: str | None) -> Layout | None:
+    """The layout stored under `entry`, or None (none stored, or an unreadable cache)."""
+    found = _read().get(entry) if entry else None
+    try:
+        threads = found["threads"] if found else None
+        return (Layout(int(found["sessions"]), None if threads is None else int(threads))
+                if found else None)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def store(entry: str | None, layout: Layout) -> None:
+    """Remember `layout` under `entry` (written atomically: a reader never sees half a file);
+    a failure is logged and ignored."""
+    if not entry:
+        return
+    path = cache_file()
+    entries = _read()
+    entries.pop(entry, None)
+    entries[entry] = layout.to_json()
+    try:
+        write_json(path, dict(list(entries.items())[-MAX_ENTRIES:]))
+    except OSError as exc:
+        log.debug("could not remember the layout in %s: %s", path, exc)
+
+
+def _read() -> dict[str, dict[str, int]]:
+    path = cache_file()
+    try:
+        entries = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.debug("ignoring the layout cache %s: %s", path, exc)
+        return {}
+    return entries if isinstance(entries, dict) else {}
