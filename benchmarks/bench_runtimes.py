@@ -74,13 +74,64 @@ def one_layout(threads: int) -> Callable[[int], list[Layout]]:
     return lambda _: [Layout(1, threads)]
 
 
-def fastest(runtime: Runtime, batch_size: int, images: np.ndarray) -> Prepared:
+def fastest(runtime: Runtime, batch_size: int, images: np.ndarray,
+            seconds: float = SEARCH_SECONDS) -> Prepared:
     """`runtime` prepared in the layout with the most images per second on `images`, each
-    candidate timed for SEARCH_SECONDS; the other layouts are closed."""
+    candidate timed for `seconds`; the other layouts are closed."""
     first, *others = runtime.layouts(batch_size)
     return parallel.fastest(runtime.prepare(batch_size, first),
                             [functools.partial(runtime.prepare, batch_size, layout)
-                             for layout in others], images, SEARCH_SECONDS)
+                             for layout in others], images, seconds)
+
+
+class Missing(Exception):
+    """A peer runtime that is not installed; the benchmarks skip it."""
+
+
+def build(name: str, run: Path, image_size: int, threads: int) -> Runtime:
+    """The runtime called `name` (`onnx-fp32`, `litert-int8`, `keras-tf.function`, ...) for
+    the benchmark run `run`.
+
+    Raises:
+        Missing: its peer library is not installed (the `[bench]` extra).
+    """
+    from bench_models import onnx_file
+
+    family, precision = name.split("-", 1)
+    if family == "onnx":
+        return onnxruntime_runtime(onnx_file(run, precision), precision, threads)
+    if family == "keras":
+        return _named(name, keras_runtimes(_keras_model(run, threads), image_size, threads))
+    extra = "pip install 'edge-ssl[bench]'"
+    if family == "litert":
+        try:
+            import ai_edge_litert  # noqa: F401
+        except ImportError:
+            raise Missing(f"LiteRT is not installed: {extra}") from None
+        return _named(name, litert_runtimes(run, image_size, threads))
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        raise Missing(f"OpenVINO is not installed: {extra}") from None
+    return openvino_runtime(onnx_file(run, precision), precision, image_size, threads)
+
+
+def _named(name: str, runtimes: list[Runtime]) -> Runtime:
+    (found,) = [runtime for runtime in runtimes if runtime.name == name]
+    return found
+
+
+def _keras_model(run: Path, threads: int) -> Any:
+    """The run's Keras classifier, TensorFlow given `threads` intra-op threads (and one
+    inter-op, as onnxruntime's sequential executor) before it runs anything."""
+    import tensorflow as tf
+
+    from edge_ssl import contract
+    from edge_ssl.train.model import load_model
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    return load_model(run / contract.CLASSIFIER_MODEL)
 
 
 @dataclass(frozen=True)

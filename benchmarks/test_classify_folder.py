@@ -1,31 +1,43 @@
 """`classify` end to end over a folder of JPEGs, and the CLI's start-up to its first result.
 
 The classify benchmark times the library call a user's `edge-ssl classify DIR` makes (listing,
-opening the sessions and choosing their layout, decoding in threads, inference): the target is
-at 70 % or more of the model's own batch-32 throughput, i.e. decoding hidden behind inference.
+opening the sessions in the layout calibrated for this model, decoding in threads, inference):
+the target is at 70 % or more of the model's own batch-32 throughput, i.e. decoding hidden behind
+inference. The model's throughput is measured in turn with it, by the inference benchmark's
+onnxruntime contender in a process of its own (arena.py), so both see the same machine. Its
+first call, untimed, calibrates the layout, as a user's first job on a model does.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import arena
 import bench_models
+import numpy as np
 import pytest
+from arena import Contender, Local
 from bench_models import Settings
+from bench_report import Results
 
 from edge_ssl.images import list_images
 from edge_ssl.runtime.classify import ClassifyConfig, classify
 from edge_ssl.runtime.model import Device
+from edge_ssl.runtime.parallel import Layout
 
 pytestmark = pytest.mark.benchmark(group="classify")
 
 
+ROUNDS = 8  # a full run: eight classify calls, each followed by a second of the model alone
+
+
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_classify_folder(precision: str, bench_run: Path, jpegs: Path, settings: Settings,
-                         measure: Callable[..., None]) -> None:
+                         results: Results, record: Callable[..., None]) -> None:
     files = list_images(jpegs, recursive=True)
     # No --sessions or --threads: the layout classify picks by itself, as a user's call gets.
     config = ClassifyConfig((jpegs,), model=bench_models.onnx_file(bench_run, precision),
@@ -35,7 +47,17 @@ def test_classify_folder(precision: str, bench_run: Path, jpegs: Path, settings:
         result = classify(config)
         assert result.classified == len(files) and not result.failures
 
-    measure(f"classify-{precision}", run, items=len(files), warmup=1, rounds=settings.rounds)
+    folder = Local(f"classify-{precision}", run)
+    model = Contender(f"classify-{precision}-model-b32", [
+        sys.executable, str(Path(__file__).with_name("contender.py")), str(bench_run),
+        f"onnx-{precision}", "32", str(settings.threads), "full" if settings.full else "smoke"])
+    arena.run([model, folder], ROUNDS if settings.full else 1, 1.0 if settings.full else 0.0)
+    assert not model.skip and not model.checked["problems"], model.checked
+    record(folder.key, folder.times, len(files))
+    # The model's own throughput goes to the targets only: pytest-benchmark's table holds one
+    # benchmark per test, and this one is classify's.
+    results.add(model.key, float(np.median(model.times)), 32, best=min(model.times))
+    results.layouts[model.key] = Layout(**model.ready["layout"])
 
 
 def test_cli_startup(bench_run: Path, jpegs: Path, settings: Settings,
