@@ -2,10 +2,11 @@
 
 Timing the candidate layouts takes about half a second: as long as classifying a thousand small
 images. The answer depends only on the model file, the batch size, the cores this process may
-use, the CPU and the onnxruntime version, so the next job with all of these the same opens the
-remembered layout at once. The file is `layouts.json` in `$EDGE_SSL_CACHE_DIR`, else
-`$XDG_CACHE_HOME/edge-ssl`, else `~/.cache/edge-ssl`; delete it to calibrate again. A cache that
-cannot be read or written costs only the calibration, never the job.
+use, whether idle threads spin, the CPU and the onnxruntime version, so the next job with all of
+these the same opens the remembered layout at once. The file is `layouts.json` in
+`$EDGE_SSL_CACHE_DIR`, else `$XDG_CACHE_HOME/edge-ssl`, else `~/.cache/edge-ssl`; delete it to
+calibrate again. A cache that cannot be read or written costs only the calibration, never the
+job.
 """
 
 from __future__ import annotations
@@ -36,19 +37,19 @@ def cache_file() -> Path:
     return Path(base) / "edge-ssl" / FILE_NAME
 
 
-def key(model: Path, device: str, batch_size: int, cores: int) -> str | None:
+def key(model: Path, device: str, batch_size: int, cores: int, spin: bool) -> str | None:
     """What the fastest layout depends on, as one string: the model's content (not its name:
     a re-export to the same path is another model), the device asked for, the batch size, the
-    usable cores, the CPU and onnxruntime's version. None when the model cannot be read (opening
-    it will say why)."""
+    usable cores, whether idle threads spin, the CPU and onnxruntime's version. None when the
+    model cannot be read (opening it will say why)."""
     import onnxruntime as ort
 
     try:
         digest = hashlib.sha256(Path(model).read_bytes()).hexdigest()[:16]
     except OSError:
         return None
-    return (f"{digest} {device} batch={batch_size} cores={cores} {cpu_info().name} "
-            f"onnxruntime={ort.__version__}")
+    return (f"{digest} {device} batch={batch_size} cores={cores} spin={int(spin)} "
+            f"{cpu_info().name} onnxruntime={ort.__version__}")
 
 
 def load(entry: str | None) -> Layout | None:

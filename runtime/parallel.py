@@ -31,8 +31,9 @@ from edge_ssl.runtime.model import CPU, Device, ModelInfo, open_session
 if TYPE_CHECKING:
     import onnxruntime as ort
 
-CALIBRATION_SECONDS = 0.15  # timed per candidate layout, after one warm-up run
-CALIBRATION_RUNS = 3  # at least, whatever the time
+CALIBRATION_SECONDS = 0.15  # timed per candidate layout and comparison, in all
+CALIBRATION_ROUNDS = 3  # blocks each of two candidates is timed in, alternately
+CALIBRATION_RUNS = 1  # calls per block at least, whatever the time
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,7 @@ def open_runner(path: Path, device: Device = Device.AUTO, sessions: int | None =
     cores = cores or usable_cores()
     candidates = candidate_layouts(sessions, threads, batch_size, cores)
     choose = len(candidates) > 1 and calibrate
-    entry = layout_cache.key(path, device.value, batch_size, cores) if choose else None
+    entry = layout_cache.key(path, device.value, batch_size, cores, spin) if choose else None
     remembered = layout_cache.load(entry) if choose else None
     runner = open_layout(path, device, remembered if remembered in candidates else candidates[0],
                          spin)
@@ -223,29 +224,49 @@ E = TypeVar("E", bound=Engine)
 
 def fastest(first: E, others: Sequence[Callable[[], E]], images: np.ndarray,
             seconds: float = CALIBRATION_SECONDS) -> E:
-    """Of `first` and the engines `others` open (one at a time), the one with the most images
-    per second on `images`; the rest are closed."""
-    best, best_rate = first, images_per_second(first, images, seconds)
+    """Of `first` and the engines `others` open, the one with the most images per second on
+    `images`; the rest are closed.
+
+    The best so far meets each other engine in turn, the two timed alternately in
+    CALIBRATION_ROUNDS short blocks (`seconds` each in all): a machine whose speed drifts for
+    seconds at a time (a shared VM's does, by 40 %) would otherwise crown whichever engine ran
+    in a fast moment, and the choice is remembered (`layout_cache`). Two engines are open at a
+    time, not all of them.
+    """
+    best = first
     for open_other in others:
         engine = open_other()
-        rate = images_per_second(engine, images, seconds)
-        if rate > best_rate:
-            best.close()
-            best, best_rate = engine, rate
-        else:
-            engine.close()
+        best_calls, engine_calls = (_Tally(), _Tally())
+        for _ in range(CALIBRATION_ROUNDS):
+            best_calls.time(best, images, seconds / CALIBRATION_ROUNDS)
+            engine_calls.time(engine, images, seconds / CALIBRATION_ROUNDS)
+        if engine_calls.rate > best_calls.rate:
+            best, engine = engine, best
+        engine.close()
     return best
 
 
-def images_per_second(engine: Engine, images: np.ndarray,
-                      seconds: float = CALIBRATION_SECONDS) -> float:
-    """Steady-state throughput of `engine` on `images`, after one untimed call."""
-    engine(images)
-    calls, start = 0, time.perf_counter()
-    while calls < CALIBRATION_RUNS or time.perf_counter() - start < seconds:
+@dataclass
+class _Tally:
+    """Images and seconds an engine ran in its timed blocks."""
+
+    images: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+    def time(self, engine: Engine, images: np.ndarray, seconds: float) -> None:
+        """One untimed call (after the other engine ran, caches and threads are cold), then
+        calls for `seconds`, CALIBRATION_RUNS at least."""
         engine(images)
-        calls += 1
-    return calls * len(images) / (time.perf_counter() - start)
+        calls, start = 0, time.perf_counter()
+        while calls < CALIBRATION_RUNS or time.perf_counter() - start < seconds:
+            engine(images)
+            calls += 1
+        self.images += calls * len(images)
+        self.seconds += time.perf_counter() - start
 
 
 def random_images(count: int, size: int) -> np.ndarray:

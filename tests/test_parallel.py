@@ -116,7 +116,7 @@ def test_a_broken_layout_cache_costs_only_the_calibration(
     with open_runner(model, Device.CPU, batch_size=16, cores=2) as runner:
         chosen = runner.layout
     assert json.loads(layout_cache.cache_file().read_text())  # rewritten whole
-    assert layout_cache.load(layout_cache.key(model, "cpu", 16, 2)) == chosen
+    assert layout_cache.load(layout_cache.key(model, "cpu", 16, 2, True)) == chosen
     # A cache folder that cannot be created: the job runs all the same.
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -159,3 +159,45 @@ def test_zero_sessions_are_refused(model: Path, tmp_path: Path) -> None:
                                       "--sessions", "0"])
     assert result.exit_code != 0
     assert "--sessions" in result.output
+
+
+class FakeClock:
+    """perf_counter for `parallel`, advanced only by the fake engines' calls."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("slows_at", [0.03, 0.1, 0.15, 0.25])
+def test_calibration_is_not_fooled_by_a_machine_that_slows_down(
+        slows_at: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machine runs 1.4× slower from `slows_at` seconds on (a shared VM's drift): timed one
+    after the other, the slower engine wins whenever it ran before the change and the faster
+    after it; timed alternately, the faster one always wins."""
+    clock = FakeClock()
+    monkeypatch.setattr(parallel.time, "perf_counter", clock.perf_counter)
+    calls: list[str] = []
+
+    class Engine:
+        def __init__(self, name: str, seconds_per_call: float) -> None:
+            self.name, self.cost, self.closed = name, seconds_per_call, False
+
+        def __call__(self, images: np.ndarray) -> np.ndarray:
+            calls.append(self.name)
+            clock.now += self.cost * (1.0 if clock.now < slows_at else 1.4)
+            return images
+
+        def close(self) -> None:
+            self.closed = True
+
+    slow, fast = Engine("slow", 0.010), Engine("fast", 0.008)
+
+    chosen = parallel.fastest(slow, [lambda: fast], images(4), seconds=0.15)
+
+    assert chosen is fast and slow.closed and not fast.closed
+    # Alternate blocks: each engine's calls come in CALIBRATION_ROUNDS separate runs.
+    runs = [name for i, name in enumerate(calls) if i == 0 or calls[i - 1] != name]
+    assert runs == ["slow", "fast"] * parallel.CALIBRATION_ROUNDS
