@@ -19,10 +19,12 @@ layout, or taking the one given; warming up) and answers `{"ready": {"layout": .
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,10 +43,14 @@ class Contender:
     skip: str | None = None
     times: list[float] = field(default_factory=list)
     _process: subprocess.Popen[str] | None = None
+    _stderr: IO[str] | None = None
 
     def start(self) -> None:
+        # stderr to a file, not a pipe: a worker that logged more than a pipe holds while
+        # the suite waits on its stdout would block forever.
+        self._stderr = tempfile.TemporaryFile("w+", errors="replace")
         self._process = subprocess.Popen(self.command, stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=self._stderr,
                                          text=True, bufsize=1)
 
     def wait_checked(self) -> None:
@@ -65,20 +71,21 @@ class Contender:
         process, self._process = self._process, None
         if process is None:
             return
-        if process.poll() is None and process.stdin is not None:
-            try:
+        # A worker that died already leaves its pipe broken: as Popen.communicate does, a
+        # broken pipe while saying goodbye is no error.
+        with contextlib.suppress(BrokenPipeError):
+            if process.poll() is None and process.stdin is not None:
                 process.stdin.write("quit\n")
                 process.stdin.flush()
-            except BrokenPipeError:
-                pass
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        for stream in (process.stdin, process.stdout, process.stderr):
+        for stream in (process.stdin, process.stdout, self._stderr):
             if stream is not None:
-                stream.close()
+                with contextlib.suppress(BrokenPipeError):
+                    stream.close()
 
     def _ask(self, command: str) -> dict[str, Any]:
         assert self._process is not None and self._process.stdin is not None, self.key
@@ -91,11 +98,21 @@ class Contender:
         assert process is not None and process.stdout is not None, self.key
         line = process.stdout.readline()
         if not line:
-            process.wait()
-            error = process.stderr.read() if process.stderr else ""
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            error = ""
+            if self._stderr is not None:
+                self._stderr.seek(0)
+                error = self._stderr.read()
             raise RuntimeError(f"{self.key}: its worker ended ({process.returncode}) "
                                f"without answering:\n{error[-3000:]}")
-        answer: dict[str, Any] = json.loads(line)
+        try:
+            answer: dict[str, Any] = json.loads(line)
+        except ValueError:
+            raise RuntimeError(f"{self.key}: its worker printed {line.strip()[:200]!r} where "
+                               "the protocol expects one line of JSON") from None
         return answer
 
 
@@ -109,6 +126,7 @@ class Local:
     times: list[float] = field(default_factory=list)
     skip: str | None = None
     same_layout_as: str | None = None
+    checked: dict[str, Any] = field(default_factory=dict)
     ready: dict[str, Any] = field(default_factory=dict)
 
     def start(self) -> None:
@@ -140,10 +158,16 @@ def run(contenders: Sequence[Contender | Local], rounds: int, seconds: float,
             contender.start()
         for contender in contenders:
             contender.wait_checked()
-        running = [contender for contender in contenders if contender.skip is None]
+        # A contender whose answers disagree with Keras is not timed: its test fails on them.
+        running = [contender for contender in contenders
+                   if contender.skip is None and not contender.checked.get("problems")]
         prepared: dict[str, Contender | Local] = {}
-        for contender in running:
+        for contender in list(running):
             leader = prepared.get(contender.same_layout_as or "")
+            if contender.same_layout_as and leader is None:
+                contender.skip = f"{contender.same_layout_as} was not timed"
+                running.remove(contender)
+                continue
             contender.prepare(leader.ready["layout"] if leader else None)
             prepared[contender.key] = contender
         order = random.Random(seed)
@@ -151,8 +175,9 @@ def run(contenders: Sequence[Contender | Local], rounds: int, seconds: float,
             for contender in order.sample(running, len(running)):
                 contender.block(seconds)
     finally:
-        for contender in contenders:
-            contender.close()
+        with contextlib.ExitStack() as stack:  # every worker closed, whichever close fails
+            for contender in contenders:
+                stack.callback(contender.close)
 
 
 Prepare = Callable[[list[str]], tuple[Callable[[], object], dict[str, Any]]]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from importlib import metadata
@@ -34,6 +36,13 @@ WARMUP_SECONDS = 0.3  # and at least `warmup` calls: first calls allocate and pi
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Every session calibrates afresh, as a user's first job on a model does, and leaves the
+    # user's own cache of layouts alone (the benchmark model outlives the session).
+    from edge_ssl.runtime.layout_cache import CACHE_ENV
+
+    folder = tempfile.mkdtemp(prefix="edge-ssl-bench-layouts-")
+    os.environ[CACHE_ENV] = folder
+    config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
     # pytest-benchmark reads these options in its own pytest_configure, which runs last.
     full = bool(config.getoption("benchmark_only") or config.getoption("benchmark_enable"))
     if not full:

@@ -30,17 +30,17 @@ def test_contenders_take_turns_and_each_gets_every_round(tmp_path: Path) -> None
         arena.serve({"problems": []}, prepare)
     """)
     remote = Contender("remote", sleeper)
-    leader = Local("local", lambda: order.append("local"))
-    follower = Contender("follower", sleeper, same_layout_as="leader-missing")
+    local = Local("local", lambda: order.append("local"))
+    orphan = Contender("orphan", sleeper, same_layout_as="missing")
 
-    arena.run([remote, leader, follower], rounds=5, seconds=0.01)
+    arena.run([remote, local, orphan], rounds=5, seconds=0.01)
 
     assert len(order) == 1 + 5  # one call to warm up, then one per round
-    assert len(leader.times) == 5
-    for contender in (remote, follower):
-        assert contender.checked == {"problems": []} and contender.ready == {"layout": []}
-        assert len(contender.times) >= 5 * 3  # 0.01 s blocks of 2 ms calls
-        assert min(contender.times) >= 0.002
+    assert len(local.times) == 5
+    assert orphan.skip == "missing was not timed" and not orphan.times
+    assert remote.checked == {"problems": []} and remote.ready == {"layout": []}
+    assert len(remote.times) >= 5 * 3  # 0.01 s blocks of 2 ms calls
+    assert min(remote.times) >= 0.002
 
 
 def test_a_contender_is_given_its_leaders_layout(tmp_path: Path) -> None:
@@ -65,6 +65,18 @@ def test_a_skipped_contender_is_not_timed(tmp_path: Path) -> None:
     arena.run([contender], rounds=3, seconds=0.01)
 
     assert contender.skip == "not installed" and not contender.times
+
+
+def test_a_contender_with_wrong_answers_is_not_timed(tmp_path: Path) -> None:
+    wrong = worker(tmp_path, """
+        arena.serve({"problems": ["top-1 differs from Keras"]},
+                    lambda given: ((lambda: None), {"layout": given}))
+    """)
+    contender = Contender("wrong", wrong)
+
+    arena.run([contender], rounds=3, seconds=0.01)
+
+    assert contender.checked["problems"] and not contender.ready and not contender.times
 
 
 def test_a_worker_that_dies_is_reported_with_its_error(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ from edge_ssl.runtime.parallel import Layout
 pytestmark = pytest.mark.benchmark(group="classify")
 
 
-ROUNDS = 8  # a full run: eight classify calls, each followed by a second of the model alone
+ROUNDS = 8  # a full run: eight classify calls and eight seconds of the model, in turn
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])

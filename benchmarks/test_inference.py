@@ -3,7 +3,7 @@
 Every contender gets the same validation images and the same cores, must agree with Keras on the
 whole validation set (`bench_runtimes.agreement`) before it is timed, and is timed in the layout
 (instances × threads, the batch split among them) that measured fastest for it. Each runs in a
-process of its own (contender.py: only its own thread pools alive, and TensorFlow never in the
+process of its own (contender.py: only its own thread pools alive, and TensorFlow not in the
 suite's process), and the contenders of a batch size are timed in turn, in short blocks, so that
 each sees the same moments of a machine whose speed drifts (arena.py). A control runs the
 onnxruntime contender's file and layout once more in a bare process, timed in turn with the
@@ -47,9 +47,12 @@ HERE = Path(__file__).parent
 def arenas(bench_run: Path, settings: Settings) -> Callable[[int], dict[str, Contender]]:
     """Every contender at a batch size, timed in turn (once per session and batch size)."""
     timed: dict[int, dict[str, Contender]] = {}
+    failed: dict[int, Exception] = {}  # an arena that failed fails every test, once
     mode = "full" if settings.full else "smoke"
 
     def get(batch: int) -> dict[str, Contender]:
+        if batch in failed:
+            raise failed[batch]
         if batch not in timed:
             contenders = [Contender(name, [sys.executable, str(HERE / "contender.py"),
                                            str(bench_run), name, str(batch),
@@ -60,8 +63,12 @@ def arenas(bench_run: Path, settings: Settings) -> Callable[[int], dict[str, Con
                     CONTROL, [sys.executable, str(HERE / "bare_onnx.py"),
                               str(bench_models.onnx_file(bench_run, "fp32")), str(batch), mode],
                     same_layout_as=CONTROLLED))
-            arena.run(contenders, ROUNDS if settings.full else 1,
-                      BLOCK_SECONDS if settings.full else 0.0)
+            try:
+                arena.run(contenders, ROUNDS if settings.full else 1,
+                          BLOCK_SECONDS if settings.full else 0.0)
+            except Exception as exc:
+                failed[batch] = exc
+                raise
             timed[batch] = {contender.key: contender for contender in contenders}
         return timed[batch]
 

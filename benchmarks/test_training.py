@@ -2,9 +2,9 @@
 
 Steps run on the run's own trained models, compiled as `edge_ssl.train.stages.fit_stage` compiles
 them. The pipeline benchmark trains one fine-tune epoch through `edge_ssl.train.pipeline` twice:
-from files (decoded by Pillow inside tf.data, the first epoch of any real dataset) and from
-already-decoded pixels (every later epoch, and the demo data). The fine-tune is the stage that
-decodes the most per step: 32 files, against the pretext's 8 (each seen in four rotations).
+from files (decoded by edge-ssl's image rule inside tf.data, the first epoch of any real dataset)
+and from already-decoded pixels (every later epoch, and the demo data). The fine-tune is the stage
+that decodes the most per step: 32 files, against the pretext's 8 (each seen in four rotations).
 """
 
 from __future__ import annotations

@@ -163,13 +163,15 @@ def _turbo_decode(stream: BinaryIO, name: str, size: int | None) -> np.ndarray |
     (looked for as bytes anywhere in the file: a false alarm only costs the fast path).
     """
     start = stream.tell()
-    data = stream.read()
+    is_jpeg = stream.read(len(_JPEG_START)) == _JPEG_START
+    data = stream.read() if is_jpeg else b""
     stream.seek(start)
-    if not data.startswith(_JPEG_START) or b"Exif\x00" in data or b"tiff:Orientation" in data:
+    if not is_jpeg or b"Exif\x00" in data or b"tiff:Orientation" in data:
         return None
+    data = _JPEG_START + data
     try:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-    except ValueError:
+    except Exception:  # noqa: BLE001 - anything simplejpeg cannot do, Pillow is asked
         return None
     if colorspace not in ("YCbCr", "Gray"):
         return None
@@ -181,8 +183,8 @@ def _turbo_decode(stream: BinaryIO, name: str, size: int | None) -> np.ndarray |
     try:
         pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=scaled[0],
                                         min_height=scaled[1])
-    except ValueError:
-        return None  # truncated or corrupt: Pillow says what is wrong with it, its own way
+    except Exception:  # noqa: BLE001 - truncated, corrupt, or a build simplejpeg refuses:
+        return None  # Pillow decodes it, or says what is wrong with it, its own way
     if pixels.shape[:2] != scaled[::-1]:
         return None
     return pixels if size is None else resize_array(pixels, size)

@@ -14,27 +14,24 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 from edge_ssl.atomic import write_json
+from edge_ssl.runtime import user_cache
 from edge_ssl.runtime.cpu import cpu_info
 from edge_ssl.runtime.parallel import Layout
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "EDGE_SSL_CACHE_DIR"
+CACHE_ENV = user_cache.CACHE_ENV
 FILE_NAME = "layouts.json"
 MAX_ENTRIES = 256  # the oldest go first: a cache of models long deleted should not grow
 
 
-def cache_file() -> Path:
-    """Where the layouts are kept (see the module's docstring)."""
-    folder = os.environ.get(CACHE_ENV)
-    if folder:
-        return Path(folder) / FILE_NAME
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "edge-ssl" / FILE_NAME
+def cache_file() -> Path | None:
+    """Where the layouts are kept (see the module's docstring); None without a home."""
+    folder = user_cache.folder()
+    return None if folder is None else folder / FILE_NAME
 
 
 def key(model: Path, device: str, batch_size: int, cores: int, spin: bool) -> str | None:
@@ -66,9 +63,9 @@ def load(entry: str | None) -> Layout | None:
 def store(entry: str | None, layout: Layout) -> None:
     """Remember `layout` under `entry` (written atomically: a reader never sees half a file);
     a failure is logged and ignored."""
-    if not entry:
-        return
     path = cache_file()
+    if not entry or path is None:
+        return
     entries = _read()
     entries.pop(entry, None)
     entries[entry] = layout.to_json()
@@ -80,6 +77,8 @@ def store(entry: str | None, layout: Layout) -> None:
 
 def _read() -> dict[str, dict[str, int]]:
     path = cache_file()
+    if path is None:
+        return {}
     try:
         entries = json.loads(path.read_text())
     except FileNotFoundError:

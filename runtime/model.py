@@ -9,7 +9,6 @@ its `Device` choices and must start instantly.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from edge_ssl import contract
 from edge_ssl.errors import ConfigError, DeviceError, ModelError
 from edge_ssl.options import RUNTIME, option
+from edge_ssl.runtime import user_cache
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -276,7 +276,10 @@ def _load_on(path: Path, options: ort.SessionOptions, device: Device) -> ort.Inf
 
 def _tensorrt_options() -> dict[str, Any]:
     # Building a TensorRT engine takes minutes; keep it for the next process.
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "edge-ssl", "tensorrt")
+    folder = user_cache.folder()
+    if folder is None:
+        return {}
+    cache = folder / "tensorrt"
     cache.mkdir(parents=True, exist_ok=True)
     return {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)}
 

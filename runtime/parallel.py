@@ -225,7 +225,7 @@ E = TypeVar("E", bound=Engine)
 def fastest(first: E, others: Sequence[Callable[[], E]], images: np.ndarray,
             seconds: float = CALIBRATION_SECONDS) -> E:
     """Of `first` and the engines `others` open, the one with the most images per second on
-    `images`; the rest are closed.
+    `images`; the rest are closed (on an error, all but `first`, which the caller closes).
 
     The best so far meets each other engine in turn, the two timed alternately in
     CALIBRATION_ROUNDS short blocks (`seconds` each in all): a machine whose speed drifts for
@@ -236,10 +236,16 @@ def fastest(first: E, others: Sequence[Callable[[], E]], images: np.ndarray,
     best = first
     for open_other in others:
         engine = open_other()
-        best_calls, engine_calls = (_Tally(), _Tally())
-        for _ in range(CALIBRATION_ROUNDS):
-            best_calls.time(best, images, seconds / CALIBRATION_ROUNDS)
-            engine_calls.time(engine, images, seconds / CALIBRATION_ROUNDS)
+        try:
+            best_calls, engine_calls = (_Tally(), _Tally())
+            for _ in range(CALIBRATION_ROUNDS):
+                best_calls.time(best, images, seconds / CALIBRATION_ROUNDS)
+                engine_calls.time(engine, images, seconds / CALIBRATION_ROUNDS)
+        except BaseException:
+            engine.close()
+            if best is not first:  # `first` is the caller's to close
+                best.close()
+            raise
         if engine_calls.rate > best_calls.rate:
             best, engine = engine, best
         engine.close()

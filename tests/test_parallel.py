@@ -162,7 +162,7 @@ def test_zero_sessions_are_refused(model: Path, tmp_path: Path) -> None:
 
 
 class FakeClock:
-    """perf_counter for `parallel`, advanced only by the fake engines' calls."""
+    """`parallel`'s `time` module, whose perf_counter only the fake engines' calls advance."""
 
     def __init__(self) -> None:
         self.now = 0.0
@@ -178,7 +178,7 @@ def test_calibration_is_not_fooled_by_a_machine_that_slows_down(
     after the other, the slower engine wins whenever it ran before the change and the faster
     after it; timed alternately, the faster one always wins."""
     clock = FakeClock()
-    monkeypatch.setattr(parallel.time, "perf_counter", clock.perf_counter)
+    monkeypatch.setattr(parallel, "time", clock)
     calls: list[str] = []
 
     class Engine:

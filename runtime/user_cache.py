@@ -1,0 +1,24 @@
+"""Where edge-ssl keeps what it learns about this machine between runs (calibrated layouts,
+TensorRT engines): `$EDGE_SSL_CACHE_DIR`, else `$XDG_CACHE_HOME/edge-ssl`, else
+`~/.cache/edge-ssl`. Everything in it can be deleted; it is rebuilt on the next run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CACHE_ENV = "EDGE_SSL_CACHE_DIR"
+
+
+def folder() -> Path | None:
+    """The cache folder (not created here), or None when there is no home to put it in."""
+    chosen = os.environ.get(CACHE_ENV)
+    if chosen:
+        return Path(chosen)
+    base = os.environ.get("XDG_CACHE_HOME")
+    if base:
+        return Path(base) / "edge-ssl"
+    try:
+        return Path.home() / ".cache" / "edge-ssl"
+    except RuntimeError:  # no HOME and no password entry (some containers)
+        return None
