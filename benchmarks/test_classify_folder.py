@@ -32,7 +32,7 @@ from edge_ssl.runtime.parallel import Layout
 pytestmark = pytest.mark.benchmark(group="classify")
 
 
-ROUNDS = 8  # a full run: eight classify calls and eight seconds of the model, in turn
+ROUNDS = 16  # a full run: 16 classify calls and 16 seconds of the model, in turn
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
