@@ -108,10 +108,15 @@ def decode_rgb(data: bytes, size: int | None = None, name: str = "image") -> np.
 def _decode(stream: BinaryIO, name: str, size: int | None) -> np.ndarray:
     """The shared rule on an open binary stream; every failure is an ImageDecodeError."""
     try:
-        fast = _turbo_decode(stream, name, size)
-        if fast is not None:
-            return fast
-        with _open(stream) as image:
+        is_jpeg = stream.read(len(_JPEG_START)) == _JPEG_START
+        stream.seek(0)
+        if is_jpeg:
+            data = stream.read()
+            stream = io.BytesIO(data)  # Pillow, if asked, reads these bytes, not the file again
+            fast = _turbo_decode(data, name, size)
+            if fast is not None:
+                return fast
+        with _open(stream, is_jpeg) as image:
             drafted = False
             if size is not None and image.format == "JPEG":
                 # DCT-domain downscaling: decodes large JPEGs several times faster, in a
@@ -140,21 +145,19 @@ def _decode(stream: BinaryIO, name: str, size: int | None) -> np.ndarray:
                                f"({type(exc).__name__}: {exc})") from None
 
 
-def _open(stream: BinaryIO) -> Image.Image:
+def _open(stream: BinaryIO, is_jpeg: bool) -> Image.Image:
     """Open lazily (header only). JPEGs bypass Image.open's bomb check, which counts the full
     size before draft() can shrink it; `_check_pixels` counts what will really be decoded."""
-    start = stream.read(len(_JPEG_START))
-    stream.seek(0)
-    if start == _JPEG_START:
+    if is_jpeg:
         return JpegImagePlugin.JpegImageFile(stream)
     # Other formats have no draft, so Pillow's check at open is the right one: over twice
     # MAX_IMAGE_PIXELS it raises; between once and twice it warns, and _check_pixels refuses.
     return Image.open(stream)
 
 
-def _turbo_decode(stream: BinaryIO, name: str, size: int | None) -> np.ndarray | None:
-    """A plain JPEG (YCbCr or greyscale, no orientation tag) decoded by simplejpeg, or None
-    for Pillow (the stream is rewound).
+def _turbo_decode(data: bytes, name: str, size: int | None) -> np.ndarray | None:
+    """A plain JPEG (YCbCr or greyscale, no orientation tag) decoded by simplejpeg from its
+    bytes `data`, or None for Pillow.
 
     The same libjpeg-turbo decode as Pillow's, at the DCT scale Pillow's draft would choose,
     gives the same pixels (tests/test_images.py compares them) at a third of the cost on small
@@ -162,13 +165,8 @@ def _turbo_decode(stream: BinaryIO, name: str, size: int | None) -> np.ndarray |
     image. Anything else goes to Pillow: CMYK, Adobe RGB, or an EXIF or XMP orientation
     (looked for as bytes anywhere in the file: a false alarm only costs the fast path).
     """
-    start = stream.tell()
-    is_jpeg = stream.read(len(_JPEG_START)) == _JPEG_START
-    data = stream.read() if is_jpeg else b""
-    stream.seek(start)
-    if not is_jpeg or b"Exif\x00" in data or b"tiff:Orientation" in data:
+    if b"Exif\x00" in data or b"tiff:Orientation" in data:
         return None
-    data = _JPEG_START + data
     try:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
     except Exception:  # noqa: BLE001 - anything simplejpeg cannot do, Pillow is asked

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
-from typing import BinaryIO
 from unittest import mock
 
 import numpy as np
@@ -160,8 +159,8 @@ def test_the_fast_jpeg_decode_gives_pillows_pixels(tmp_path: Path, size: int | N
     turbo = images._turbo_decode
     used: list[bool] = []
 
-    def spy(stream: BinaryIO, name: str, size: int | None) -> np.ndarray | None:
-        found = turbo(stream, name, size)
+    def spy(data: bytes, name: str, size: int | None) -> np.ndarray | None:
+        found = turbo(data, name, size)
         used.append(found is not None)
         return found
 
