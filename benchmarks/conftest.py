@@ -38,7 +38,7 @@ WARMUP_SECONDS = 0.3  # and at least `warmup` calls: first calls allocate and pi
 def pytest_configure(config: pytest.Config) -> None:
     # Every session calibrates afresh, as a user's first job on a model does, and leaves the
     # user's own cache of layouts alone (the benchmark model outlives the session).
-    from edge_ssl.runtime.layout_cache import CACHE_ENV
+    from edge_ssl.runtime.user_cache import CACHE_ENV
 
     folder = tempfile.mkdtemp(prefix="edge-ssl-bench-layouts-")
     os.environ[CACHE_ENV] = folder

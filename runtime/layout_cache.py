@@ -3,10 +3,9 @@
 Timing the candidate layouts takes about half a second: as long as classifying a thousand small
 images. The answer depends only on the model file, the batch size, the cores this process may
 use, whether idle threads spin, the CPU and the onnxruntime version, so the next job with all of
-these the same opens the remembered layout at once. The file is `layouts.json` in
-`$EDGE_SSL_CACHE_DIR`, else `$XDG_CACHE_HOME/edge-ssl`, else `~/.cache/edge-ssl`; delete it to
-calibrate again. A cache that cannot be read or written costs only the calibration, never the
-job.
+these the same opens the remembered layout at once. The file is `layouts.json` in edge-ssl's
+cache folder (`user_cache`); delete it to calibrate again. A cache that cannot be read or
+written costs only the calibration, never the job.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from edge_ssl.runtime.parallel import Layout
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = user_cache.CACHE_ENV
 FILE_NAME = "layouts.json"
 MAX_ENTRIES = 256  # the oldest go first: a cache of models long deleted should not grow
 
@@ -52,10 +50,11 @@ def key(model: Path, device: str, batch_size: int, cores: int, spin: bool) -> st
 def load(entry: str | None) -> Layout | None:
     """The layout stored under `entry`, or None (none stored, or an unreadable cache)."""
     found = _read().get(entry) if entry else None
+    if not isinstance(found, dict):
+        return None
     try:
-        threads = found["threads"] if found else None
-        return (Layout(int(found["sessions"]), None if threads is None else int(threads))
-                if found else None)
+        threads = found["threads"]
+        return Layout(int(found["sessions"]), None if threads is None else int(threads))
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -75,7 +74,7 @@ def store(entry: str | None, layout: Layout) -> None:
         log.debug("could not remember the layout in %s: %s", path, exc)
 
 
-def _read() -> dict[str, dict[str, int]]:
+def _read() -> dict[str, object]:
     path = cache_file()
     if path is None:
         return {}

@@ -20,7 +20,7 @@ def layout_cache_per_test(tmp_path_factory: pytest.TempPathFactory,
                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test (and the commands it runs) remembers calibrated layouts in a folder of its own,
     never in the user's cache."""
-    from edge_ssl.runtime.layout_cache import CACHE_ENV
+    from edge_ssl.runtime.user_cache import CACHE_ENV
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("layout-cache")))
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from edge_ssl.cli import app
 from edge_ssl.errors import InferenceError
-from edge_ssl.runtime import layout_cache, parallel
+from edge_ssl.runtime import layout_cache, parallel, user_cache
 from edge_ssl.runtime.model import Device
 from edge_ssl.runtime.parallel import Layout, candidate_layouts, open_layout, open_runner
 
@@ -120,7 +120,7 @@ def test_a_broken_layout_cache_costs_only_the_calibration(
     # A cache folder that cannot be created: the job runs all the same.
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    monkeypatch.setenv(layout_cache.CACHE_ENV, str(blocker / "cache"))
+    monkeypatch.setenv(user_cache.CACHE_ENV, str(blocker / "cache"))
     with open_runner(model, Device.CPU, batch_size=16, cores=2) as runner:
         assert runner.layout in candidate_layouts(None, None, 16, 2)
 
