@@ -219,7 +219,11 @@ def timed_calls(call: Callable[[], object], seconds: float) -> list[float]:
     return times
 
 
-def warm_up(call: Callable[[], object], calls: int = 10, seconds: float = 0.3) -> None:
+WARMUP_SECONDS = 0.3  # and at least `calls` calls: first calls allocate and pick kernels
+
+
+def warm_up(call: Callable[[], object], calls: int = 10,
+            seconds: float = WARMUP_SECONDS) -> None:
     """First calls allocate and pick kernels: `calls` of them, and `seconds` at least."""
     start, done = time.perf_counter(), 0
     while done < calls or time.perf_counter() - start < seconds:

@@ -20,6 +20,11 @@ from edge_ssl.runtime.model import Device
 from edge_ssl.runtime.parallel import Layout, Runner, open_layout
 
 
+def command(model: Path, batch: int, full: bool) -> list[str]:
+    """How the suite starts this script for `model` at `batch`."""
+    return [sys.executable, __file__, str(model), str(batch), "full" if full else "smoke"]
+
+
 def main(model: str, batch: str, mode: str) -> None:
     runners: list[Runner] = []
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
 from edge_ssl.runtime.parallel import Layout
 
 
@@ -42,6 +44,12 @@ class Results:
     def add(self, name: str, seconds: float, items: int, best: float | None = None) -> None:
         self.measurements[name] = Measurement(name, seconds, seconds if best is None else best,
                                               items)
+
+    def add_times(self, name: str, times: list[float], items: int) -> float:
+        """`add` from every call's seconds: their median and fastest. Returns the median."""
+        median = float(np.median(times))
+        self.add(name, median, items, best=min(times))
+        return median
 
     def median(self, name: str) -> float | None:
         found = self.measurements.get(name)

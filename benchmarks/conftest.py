@@ -14,12 +14,12 @@ import os
 import platform
 import shutil
 import tempfile
-import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import arena
 import bench_models
 import bench_report
 import numpy as np
@@ -32,7 +32,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 SETTINGS = pytest.StashKey[Settings]()
 RESULTS = pytest.StashKey[Results]()
-WARMUP_SECONDS = 0.3  # and at least `warmup` calls: first calls allocate and pick kernels
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -104,7 +103,7 @@ def measure(benchmark: Any, results: Results) -> Callable[..., None]:
         name: the key the target ratios look up.
         fn: one call of the work being measured.
         items: images or samples one call handles (for throughput).
-        warmup: calls made before timing, at least WARMUP_SECONDS' worth.
+        warmup: calls made before timing, at least arena.WARMUP_SECONDS' worth.
         rounds: fixed timed rounds for calls that take seconds; None lets pytest-benchmark
             calibrate (its --benchmark-min-rounds / --benchmark-max-time apply).
     """
@@ -114,10 +113,7 @@ def measure(benchmark: Any, results: Results) -> Callable[..., None]:
         if benchmark.disabled:
             benchmark(fn)  # runs once: the smoke test
             return
-        start, calls = time.perf_counter(), 0
-        while calls < warmup or (warmup and time.perf_counter() - start < WARMUP_SECONDS):
-            fn()
-            calls += 1
+        arena.warm_up(fn, warmup, arena.WARMUP_SECONDS if warmup else 0.0)
         if rounds is None:
             benchmark(fn)
         else:
@@ -150,9 +146,7 @@ def record(benchmark: Any, results: Results) -> Callable[..., None]:
             benchmark._mode = "times measured in a contender's process"
             for seconds in times:
                 stats.update(seconds)
-        median = float(np.median(times))
-        benchmark.extra_info["items_per_second"] = items / median
-        results.add(name, median, items, best=min(times))
+        benchmark.extra_info["items_per_second"] = items / results.add_times(name, times, items)
 
     return run
 

@@ -22,6 +22,12 @@ import bench_models
 import bench_runtimes
 
 
+def command(run: Path, name: str, batch: int, threads: int, full: bool) -> list[str]:
+    """How the suite starts this script for the contender `name` at `batch`."""
+    return [sys.executable, __file__, str(run), name, str(batch), str(threads),
+            "full" if full else "smoke"]
+
+
 def main(run: Path, name: str, batch: int, threads: int, mode: str) -> None:
     images, labels = bench_models.validation(run)
     try:

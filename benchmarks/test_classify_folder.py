@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import arena
 import bench_models
-import numpy as np
 import pytest
 from arena import Contender, Local
 from bench_models import Settings
 from bench_report import Results
+from contender import command as contender_command
 
 from edge_ssl.images import list_images
 from edge_ssl.runtime.classify import ClassifyConfig, classify
@@ -48,15 +47,14 @@ def test_classify_folder(precision: str, bench_run: Path, jpegs: Path, settings:
         assert result.classified == len(files) and not result.failures
 
     folder = Local(f"classify-{precision}", run)
-    model = Contender(f"classify-{precision}-model-b32", [
-        sys.executable, str(Path(__file__).with_name("contender.py")), str(bench_run),
-        f"onnx-{precision}", "32", str(settings.threads), "full" if settings.full else "smoke"])
+    model = Contender(f"classify-{precision}-model-b32", contender_command(
+        bench_run, f"onnx-{precision}", 32, settings.threads, settings.full))
     arena.run([model, folder], ROUNDS if settings.full else 1, 1.0 if settings.full else 0.0)
     assert not model.skip and not model.checked["problems"], model.checked
     record(folder.key, folder.times, len(files))
     # The model's own throughput goes to the targets only: pytest-benchmark's table holds one
     # benchmark per test, and this one is classify's.
-    results.add(model.key, float(np.median(model.times)), 32, best=min(model.times))
+    results.add_times(model.key, model.times, 32)
     results.layouts[model.key] = Layout(**model.ready["layout"])
 
 

@@ -13,7 +13,6 @@ installed (the optional `[bench]` extra: ai-edge-litert, openvino) are skipped.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,10 @@ import bench_models
 import numpy as np
 import pytest
 from arena import Contender
+from bare_onnx import command as bare_command
 from bench_models import Settings
 from bench_report import Results
+from contender import command as contender_command
 
 from edge_ssl.runtime.parallel import Layout
 
@@ -40,7 +41,6 @@ BATCH_SIZES = (1, 32)
 CONTROL, CONTROLLED = "onnx-fp32-bare", "onnx-fp32"  # the control, at batch 32
 CONTROL_AGREEMENT = (0.9, 1.1)  # the contender's median / the control's: within noise
 ROUNDS, BLOCK_SECONDS = 30, 0.1  # a full run: each contender's calls, in 30 blocks of 0.1 s
-HERE = Path(__file__).parent
 
 
 @pytest.fixture(scope="session")
@@ -48,20 +48,18 @@ def arenas(bench_run: Path, settings: Settings) -> Callable[[int], dict[str, Con
     """Every contender at a batch size, timed in turn (once per session and batch size)."""
     timed: dict[int, dict[str, Contender]] = {}
     failed: dict[int, Exception] = {}  # an arena that failed fails every test, once
-    mode = "full" if settings.full else "smoke"
 
     def get(batch: int) -> dict[str, Contender]:
         if batch in failed:
             raise failed[batch]
         if batch not in timed:
-            contenders = [Contender(name, [sys.executable, str(HERE / "contender.py"),
-                                           str(bench_run), name, str(batch),
-                                           str(settings.threads), mode])
+            contenders = [Contender(name, contender_command(bench_run, name, batch,
+                                                            settings.threads, settings.full))
                           for name in RUNTIMES]
             if batch == 32:
                 contenders.append(Contender(
-                    CONTROL, [sys.executable, str(HERE / "bare_onnx.py"),
-                              str(bench_models.onnx_file(bench_run, "fp32")), str(batch), mode],
+                    CONTROL, bare_command(bench_models.onnx_file(bench_run, "fp32"), batch,
+                                          settings.full),
                     same_layout_as=CONTROLLED))
             try:
                 arena.run(contenders, ROUNDS if settings.full else 1,
