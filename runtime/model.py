@@ -128,6 +128,10 @@ def open_session(
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # The memory pattern plans a shape's buffers after its first run and makes the second run
+    # slow (FP32 batch 32: 22 ms instead of 13), again for each new batch size; without it every
+    # run takes the steady time from the first, which is no slower (docs/benchmarks.md).
+    options.enable_mem_pattern = False
     options.intra_op_num_threads = threads or 0
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     if device is Device.AUTO:

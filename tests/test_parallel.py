@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edge_ssl.cli import app
-from edge_ssl.errors import InferenceError
+from edge_ssl.errors import InferenceError, ModelError
 from edge_ssl.runtime import layout_cache, parallel, user_cache
 from edge_ssl.runtime.model import Device
 from edge_ssl.runtime.parallel import Layout, candidate_layouts, open_layout, open_runner
@@ -71,6 +71,22 @@ def test_a_split_batch_gives_every_image_its_own_answer_in_order(model: Path,
 def test_an_empty_batch_has_no_rows(model: Path) -> None:
     with open_runner(model, Device.CPU, sessions=2) as runner:
         assert runner.run(images(0)).shape == (0, len(onnx_models.COLOURS))
+
+
+def test_a_session_that_fails_to_open_fails_the_layout(
+        model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[int] = []
+    real_open = parallel.open_session
+
+    def second_fails(*args: Any, **kwargs: Any) -> Any:
+        opened.append(1)
+        if len(opened) == 2:
+            raise ModelError("the second session could not open")
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(parallel, "open_session", second_fails)
+    with pytest.raises(ModelError, match="second session"):
+        open_layout(model, Device.CPU, Layout(3, 1))
 
 
 def test_calibration_keeps_one_of_the_candidates_and_its_answers(model: Path) -> None:

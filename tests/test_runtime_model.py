@@ -87,6 +87,8 @@ def test_open_session_on_cpu_runs_the_contract(models: Path) -> None:
     assert info.labels == onnx_models.COLOURS
     expected = onnx_models.expected_probabilities(images, onnx_models.colour_weights())
     np.testing.assert_allclose(probabilities, expected, atol=1e-6)
+    # No memory pattern: it would make a session's second run of each batch size slow.
+    assert not session.get_session_options().enable_mem_pattern
 
 
 def test_optional_metadata_may_be_missing(models: Path) -> None:
