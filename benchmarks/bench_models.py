@@ -82,21 +82,25 @@ def cached_run(setup: Settings, root: Path) -> Path:
 
     It is built in a temporary folder and renamed into the cache, so an interrupted build
     leaves nothing half-written behind; a rebuild (new code or versions) drops the stale copy.
+    Under `pytest -n`, one worker builds it while the others wait for it (a file lock).
     """
+    from filelock import FileLock
+
     settings_key, code_key = _digests(setup)
     target = root / CACHE_DIR / f"run-{settings_key}-{code_key}"
-    if (target / contract.EXPORTS_DIR / contract.EXPORT_REPORT).is_file():
-        return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
-    try:
-        _train_and_export(setup, staging / "run")
-        _replace(staging / "run", target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    for stale in target.parent.glob(f"run-{settings_key}-*"):
-        if stale != target:
-            shutil.rmtree(stale, ignore_errors=True)
+    with FileLock(target.parent / f"run-{settings_key}.lock"):
+        if (target / contract.EXPORTS_DIR / contract.EXPORT_REPORT).is_file():
+            return target
+        staging = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
+        try:
+            _train_and_export(setup, staging / "run")
+            _replace(staging / "run", target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        for stale in target.parent.glob(f"run-{settings_key}-*"):
+            if stale != target:
+                shutil.rmtree(stale, ignore_errors=True)
     return target
 
 

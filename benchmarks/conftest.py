@@ -44,6 +44,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
     # pytest-benchmark reads these options in its own pytest_configure, which runs last.
     full = bool(config.getoption("benchmark_only") or config.getoption("benchmark_enable"))
+    if full and getattr(config.option, "numprocesses", None):
+        raise pytest.UsageError("the benchmarks time one runtime at a time on every core; run "
+                                "`pytest --benchmark-only` without -n")
     if not full:
         config.option.benchmark_disable = True
     config.stash[SETTINGS] = bench_models.settings(full)
