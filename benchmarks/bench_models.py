@@ -27,6 +27,7 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 from PIL import Image
 
 import edge_ssl
@@ -84,8 +85,6 @@ def cached_run(setup: Settings, root: Path) -> Path:
     leaves nothing half-written behind; a rebuild (new code or versions) drops the stale copy.
     Under `pytest -n`, one worker builds it while the others wait for it (a file lock).
     """
-    from filelock import FileLock
-
     settings_key, code_key = _digests(setup)
     target = root / CACHE_DIR / f"run-{settings_key}-{code_key}"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -128,7 +127,10 @@ def _run(command: list[str]) -> None:
 
 
 def jpeg_folder(setup: Settings, root: Path) -> Path:
-    """`DIR/<class>/<class>_NNNN.jpg`: demo scenes not seen in training, as JPEG files."""
+    """`DIR/<class>/<class>_NNNN.jpg`: demo scenes not seen in training, as JPEG files.
+
+    Unlocked, unlike the run: under `pytest -n` two workers may both write it, in a second at
+    smoke size, and the second keeps the first's finished copy (`_replace`)."""
     from edge_ssl.train import demo_data
 
     target = root / CACHE_DIR / (f"jpegs-{setup.jpegs_per_class}x{len(demo_data.CLASSES)}-"

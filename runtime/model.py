@@ -129,7 +129,7 @@ def open_session(
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     # The memory pattern plans a shape's buffers after its first run and makes the second run
-    # slow (FP32 batch 32: 22 ms instead of 13), again for each new batch size; without it every
+    # slow (FP32 batch 32: 23 ms instead of 13), again for each new batch size; without it every
     # run takes the steady time from the first, which is no slower (docs/benchmarks.md).
     options.enable_mem_pattern = False
     options.intra_op_num_threads = threads or 0

@@ -165,17 +165,14 @@ class Runner:
 
 
 def open_layout(path: Path, device: Device, layout: Layout, spin: bool = True) -> Runner:
-    """`layout.sessions` sessions of `path`, each with `layout.threads` intra-op threads,
-    opened side by side: onnxruntime releases the GIL while it loads and optimizes a model, so
-    two open in the time of one and a half (INT8 on 2 cores: 13 ms instead of 23)."""
-    def one(_: int) -> tuple[ort.InferenceSession, ModelInfo, str]:
-        return open_session(path, device, layout.threads, spin)
+    """`layout.sessions` sessions of `path`, each with `layout.threads` intra-op threads.
 
-    if layout.sessions == 1:
-        opened = [one(0)]
-    else:
-        with ThreadPoolExecutor(layout.sessions, thread_name_prefix="edge-ssl-open") as pool:
-            opened = list(pool.map(one, range(layout.sessions)))
+    One after the other, deliberately: opened side by side they took 13 ms instead of 23
+    (INT8, 2 cores), but `--device auto` switches onnxruntime's process-wide logging off while
+    it tries CUDA, so concurrent opens printed CUDA's load errors, and TensorRT would build the
+    same engine once per session."""
+    opened = [open_session(path, device, layout.threads, spin)
+              for _ in range(layout.sessions)]
     _, info, provider = opened[0]
     return Runner([session for session, _, _ in opened], info, provider, layout)
 
