@@ -1,6 +1,8 @@
 """Classify files and folders of images with an exported model.
 
-Decoding runs on threads ahead of inference (edge_ssl.runtime.decode). Results are streamed:
+Decoding runs on threads ahead of inference (edge_ssl.runtime.decode), and inference runs ahead
+of the rows (`Runner.stream`): while this thread gathers one batch's pixels and writes the rows of
+another, the sessions work on the batches in between. Results are streamed:
 each batch's rows (a prediction, or the reason a file could not be read) go to the output file
 and to the caller as soon as the batch is done, so that nothing but counts is kept in memory and
 an interrupted job keeps what it finished.
@@ -164,8 +166,9 @@ def _stream(config: ClassifyConfig, paths: Sequence[Path], runner: Runner,
     try:
         if on_start is not None:
             on_start(result, paths)
-        for batch in batches(paths, runner.info.image_size, config.batch_size, workers):
-            rows = _rows(batch, runner.run(batch.pixels), runner.info.labels, config.top_k)
+        decoded = batches(paths, runner.info.image_size, config.batch_size, workers)
+        for batch, probabilities in runner.stream((batch, batch.pixels) for batch in decoded):
+            rows = _rows(batch, probabilities, runner.info.labels, config.top_k)
             for row in rows:
                 if isinstance(row, Failure):
                     result.failures.append(row)

@@ -85,12 +85,15 @@ class _Decoder:
 
     On the CPU inference wants every core, and a decoding thread that is not needed costs it
     (GIL hand-offs, preempted intra-op threads; measured in docs/benchmarks.md). So decoding
-    starts on one thread, and one more joins, up to
-    `max_threads`, whenever inference spent over a tenth of the time waiting for pixels (large
-    photos, or a GPU doing the inference).
+    starts on one thread, and one more joins, up to `max_threads`, whenever the consumer spent
+    over half of the time waiting for pixels (large photos, or a GPU doing the inference).
+    Half, not less: a consumer whose inference runs in the background (`Runner.stream`) waits
+    here for a quarter of the time even when inference is the bottleneck, and a second thread
+    then made `classify` slower.
     """
 
     WINDOW = 8  # chunks between decisions
+    WAITED_SHARE = 0.5  # of the time, waiting for pixels, that adds a thread
 
     def __init__(self, size: int, max_threads: int) -> None:
         self._size = size
@@ -114,7 +117,7 @@ class _Decoder:
         if self._fetched > self.WINDOW:  # the first window always waits: nothing was decoded
             self._waited += time.perf_counter() - start
         if self._fetched % self.WINDOW == 0:
-            if self._waited > 0.1 * (time.perf_counter() - self._since):
+            if self._waited > self.WAITED_SHARE * (time.perf_counter() - self._since):
                 self._active = min(self._active + 1, len(self._threads))
             self._waited, self._since = 0.0, time.perf_counter()
         return decoded

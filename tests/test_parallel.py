@@ -73,6 +73,36 @@ def test_an_empty_batch_has_no_rows(model: Path) -> None:
         assert runner.run(images(0)).shape == (0, len(onnx_models.COLOURS))
 
 
+@pytest.mark.parametrize("sessions", [1, 3])
+def test_a_stream_of_batches_gives_each_its_answers_in_order(model: Path,
+                                                             sessions: int) -> None:
+    batches = [images(count, seed=count) for count in (5, 0, 1, 7, 32, 2, 3)]
+    runner = open_layout(model, Device.CPU, Layout(sessions, 1))
+    try:
+        streamed = list(runner.stream((i, pixels) for i, pixels in enumerate(batches)))
+    finally:
+        runner.close()
+    assert [key for key, _ in streamed] == list(range(len(batches)))
+    for pixels, (_, probabilities) in zip(batches, streamed, strict=True):
+        assert probabilities.shape == (len(pixels), len(onnx_models.COLOURS))
+        if not len(pixels):
+            continue
+        np.testing.assert_allclose(
+            probabilities,
+            onnx_models.expected_probabilities(pixels, onnx_models.colour_weights()), atol=1e-5)
+
+
+def test_a_stream_stops_at_the_first_failing_batch(model: Path) -> None:
+    size = onnx_models.SIZE
+    good, bad = images(4), np.zeros((4, size, size, 4), np.uint8)
+    answered = []
+    with open_runner(model, Device.CPU, sessions=2) as runner, \
+            pytest.raises(InferenceError, match=r"classifier\.onnx: onnxruntime failed"):
+        for key, _ in runner.stream(iter([("first", good), ("bad", bad), ("after", good)])):
+            answered.append(key)
+    assert answered == ["first"]
+
+
 def test_a_session_that_fails_to_open_fails_the_layout(
         model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     opened: list[int] = []
