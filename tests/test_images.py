@@ -181,3 +181,27 @@ def test_a_truncated_jpeg_is_still_refused(tmp_path: Path) -> None:
 
     with pytest.raises(ImageDecodeError, match="cut.jpg: corrupt or truncated"):
         load_rgb(path, 64)
+
+
+def test_listing_finds_the_images_a_glob_would_in_path_order(tmp_path: Path) -> None:
+    for name in ["b/2.jpg", "b/1.PNG", "a-b/x.jpeg", "a/z.JPEG", "top.webp", "a/deep/er/c.gif",
+                 ".hidden.jpg", "a/.also-hidden.png", ".hidden-folder/kept.jpg", "notes.txt",
+                 "a/no-suffix"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "folder.jpg").mkdir()  # a folder is never an image, whatever its name
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "missing.jpg")  # reported later, not dropped
+    (tmp_path / "linked").symlink_to(tmp_path / "b", target_is_directory=True)  # not followed
+
+    def glob(pattern: str) -> list[Path]:
+        return sorted(p for p in tmp_path.glob(pattern) if not p.name.startswith(".")
+                      and images.is_image_file(p) and (p.is_file() or p.is_symlink()))
+
+    found = images.list_images(tmp_path, recursive=True)
+    assert found == glob("**/*")
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == [
+        ".hidden-folder/kept.jpg", "a/deep/er/c.gif", "a/z.JPEG", "a-b/x.jpeg", "b/1.PNG",
+        "b/2.jpg", "gone.jpg", "top.webp"]
+    assert images.list_images(tmp_path) == glob("*") == [tmp_path / "gone.jpg",
+                                                         tmp_path / "top.webp"]
+    assert images.list_images(tmp_path / "nowhere") == []
