@@ -6,6 +6,8 @@ make INT8 models fast. Read from /proc/cpuinfo on Linux; elsewhere the features 
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import platform
 from dataclasses import dataclass
@@ -63,3 +65,19 @@ def parse_cpuinfo(text: str) -> tuple[str, frozenset[str]]:
     name = fields.get("model name") or fields.get("model") or fields.get("hardware") or ""
     flags = fields.get("flags") or fields.get("features") or ""
     return name, frozenset(flags.split())
+
+
+@functools.lru_cache(maxsize=1)
+def fingerprint() -> str | None:
+    """This CPU's name and every flag it reports, as one short string: what a graph optimized
+    for this CPU (its vector width, its instructions) is only valid on. None where the flags
+    cannot be read (outside Linux): two such CPUs could not be told apart."""
+    try:
+        text = CPUINFO.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    name, flags = parse_cpuinfo(text)
+    if not flags:
+        return None
+    described = " ".join([name, platform.machine(), *sorted(flags)])
+    return hashlib.sha256(described.encode()).hexdigest()[:16]

@@ -10,7 +10,6 @@ written costs only the calibration, never the job.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -39,9 +38,8 @@ def key(model: Path, device: str, batch_size: int, cores: int, spin: bool) -> st
     model cannot be read (opening it will say why)."""
     import onnxruntime as ort
 
-    try:
-        digest = hashlib.sha256(Path(model).read_bytes()).hexdigest()[:16]
-    except OSError:
+    digest = user_cache.model_digest(model)
+    if digest is None:
         return None
     return (f"{digest} {device} batch={batch_size} cores={cores} spin={int(spin)} "
             f"{cpu_info().name} onnxruntime={ort.__version__}")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from edge_ssl import contract
 from edge_ssl.errors import ConfigError, DeviceError, ModelError
 from edge_ssl.options import RUNTIME, option
-from edge_ssl.runtime import user_cache
+from edge_ssl.runtime import graph_cache, user_cache
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -254,7 +254,7 @@ def _load_auto(path: Path, options: ort.SessionOptions) -> ort.InferenceSession:
             pass
         finally:
             ort.set_default_logger_severity(_ERRORS)
-    return _load(path, options, [CPU])
+    return _load_cpu(path, options)
 
 
 def _load_on(path: Path, options: ort.SessionOptions, device: Device) -> ort.InferenceSession:
@@ -267,15 +267,20 @@ def _load_on(path: Path, options: ort.SessionOptions, device: Device) -> ort.Inf
             f"(it has {', '.join(ort.get_available_providers())}); install onnxruntime-gpu "
             "or use --device auto."
         )
-    providers: list[Any] = [CPU]
-    if device is Device.CUDA:
-        providers = [CUDA, CPU]
-    elif device is Device.TENSORRT:
+    if device is Device.CPU:
+        return _load_cpu(path, options)
+    providers: list[Any] = [CUDA, CPU]
+    if device is Device.TENSORRT:
         providers = [(TENSORRT, _tensorrt_options()), CUDA, CPU]
     session = _load(path, options, providers)
     if session.get_providers()[0] != wanted:
         raise DeviceError(_not_started(wanted))
     return session
+
+
+def _load_cpu(path: Path, options: ort.SessionOptions) -> ort.InferenceSession:
+    """On the CPU provider, through the optimized graph kept for this CPU (`graph_cache`)."""
+    return graph_cache.open_cpu(path, options, lambda model, opts: _load(model, opts, [CPU]))
 
 
 def _tensorrt_options() -> dict[str, Any]:
