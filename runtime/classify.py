@@ -166,7 +166,8 @@ def _stream(config: ClassifyConfig, paths: Sequence[Path], runner: Runner,
     try:
         if on_start is not None:
             on_start(result, paths)
-        decoded = batches(paths, runner.info.image_size, config.batch_size, workers)
+        decoded = batches(paths, runner.info.image_size, config.batch_size, workers,
+                          inference_ahead=True)
         for batch, probabilities in runner.stream((batch, batch.pixels) for batch in decoded):
             rows = _rows(batch, probabilities, runner.info.labels, config.top_k)
             for row in rows:

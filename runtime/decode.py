@@ -21,6 +21,11 @@ from edge_ssl.errors import ImageDecodeError
 from edge_ssl.images import load_rgb
 
 DECODE_CHUNK = 8  # files per decoding task
+WAITED_SHARE = 0.1  # of the time, the consumer waiting for pixels, that adds a decoding thread
+# The same when inference runs in the background: such a consumer waited here up to a quarter
+# of the time even with inference the bottleneck, and a second decoding thread then made
+# `classify` slower on 2 cores.
+STREAM_WAITED_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -34,15 +39,21 @@ class Batch:
     errors: dict[int, str]
 
 
-def batches(paths: Sequence[Path], size: int, batch_size: int, workers: int) -> Iterator[Batch]:
-    """Yield batches of `paths` holding up to `batch_size` decoded images each, in order."""
+def batches(paths: Sequence[Path], size: int, batch_size: int, workers: int,
+            inference_ahead: bool = False) -> Iterator[Batch]:
+    """Yield batches of `paths` holding up to `batch_size` decoded images each, in order.
+
+    `inference_ahead`: the consumer runs inference in the background (`Runner.stream`), so its
+    waits for pixels are not all idle inference (see `_Decoder`).
+    """
     entries: list[Path] = []
     decoded: list[int] = []
     errors: dict[int, str] = {}
     pixels = np.empty((batch_size, size, size, 3), np.uint8)
     # Two batches ahead, and enough chunks to keep every decoding thread busy.
     ahead = max(2 * batch_size, 2 * workers * DECODE_CHUNK)
-    for path, result in decode_in_order(paths, size, workers, ahead):
+    waited_share = STREAM_WAITED_SHARE if inference_ahead else WAITED_SHARE
+    for path, result in decode_in_order(paths, size, workers, ahead, waited_share):
         if isinstance(result, str):
             errors[len(entries)] = result
         else:
@@ -57,16 +68,18 @@ def batches(paths: Sequence[Path], size: int, batch_size: int, workers: int) -> 
         yield Batch(entries, pixels[:len(decoded)], decoded, errors)
 
 
-def decode_in_order(paths: Sequence[Path], size: int, workers: int, ahead: int
+def decode_in_order(paths: Sequence[Path], size: int, workers: int, ahead: int,
+                    waited_share: float = WAITED_SHARE
                     ) -> Iterator[tuple[Path, np.ndarray | str]]:
-    """Decode `paths` in order, about `ahead` files in flight, on up to `workers` threads.
+    """Decode `paths` in order, about `ahead` files in flight, on up to `workers` threads, one
+    more whenever the consumer spent over `waited_share` of the time waiting (`_Decoder`).
 
     Files go to the threads in chunks: one task per file costs locking and thread wake-ups
     comparable to decoding a small JPEG (docs/benchmarks.md, "How `classify` keeps inference
     fed").
     """
     chunks = (paths[i:i + DECODE_CHUNK] for i in range(0, len(paths), DECODE_CHUNK))
-    decoder = _Decoder(size, workers)
+    decoder = _Decoder(size, workers, waited_share)
     pending: deque[tuple[Sequence[Path], Future[list[np.ndarray | str]]]] = deque()
     try:
         for chunk in itertools.islice(chunks, max(1, ahead // DECODE_CHUNK)):
@@ -86,17 +99,16 @@ class _Decoder:
     On the CPU inference wants every core, and a decoding thread that is not needed costs it
     (GIL hand-offs, preempted intra-op threads; measured in docs/benchmarks.md). So decoding
     starts on one thread, and one more joins, up to `max_threads`, whenever the consumer spent
-    over half of the time waiting for pixels (large photos, or a GPU doing the inference).
-    Half, not less: a consumer whose inference runs in the background (`Runner.stream`) waits
-    here for a quarter of the time even when inference is the bottleneck, and a second thread
-    then made `classify` slower.
+    over `waited_share` of the time waiting for pixels (large photos, or a GPU doing the
+    inference): a tenth for a consumer that runs inference itself, where every wait idles it,
+    and half for one whose inference runs in the background (STREAM_WAITED_SHARE).
     """
 
     WINDOW = 8  # chunks between decisions
-    WAITED_SHARE = 0.5  # of the time, waiting for pixels, that adds a thread
 
-    def __init__(self, size: int, max_threads: int) -> None:
+    def __init__(self, size: int, max_threads: int, waited_share: float) -> None:
         self._size = size
+        self._waited_share = waited_share
         self._threads = [ThreadPoolExecutor(1, thread_name_prefix="edge-ssl-decode")
                          for _ in range(max_threads)]
         self._active = 1
@@ -117,7 +129,7 @@ class _Decoder:
         if self._fetched > self.WINDOW:  # the first window always waits: nothing was decoded
             self._waited += time.perf_counter() - start
         if self._fetched % self.WINDOW == 0:
-            if self._waited > self.WAITED_SHARE * (time.perf_counter() - self._since):
+            if self._waited > self._waited_share * (time.perf_counter() - self._since):
                 self._active = min(self._active + 1, len(self._threads))
             self._waited, self._since = 0.0, time.perf_counter()
         return decoded

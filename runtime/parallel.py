@@ -157,21 +157,19 @@ class Runner:
         """`(key, self.run(pixels))` for each `(key, pixels)` of `batches`, in order, with the
         next batches already running while the caller handles one.
 
-        A batch is split as `run` splits it, but each share goes to whichever session is free:
-        no session waits for the slowest share of a batch before it starts on the next. On a
-        2-core CPU shared with a decoding thread, that barrier idled a core whenever decoding
-        preempted one session: `classify` over 1,024 JPEGs took 0.94× the time in INT8 and
-        0.92× in FP32 without it, on 2 AMD EPYC cores.
+        Inference runs on threads of its own, so that the caller's work between batches
+        (decoding, writing rows) overlaps it. A batch is split as `run` splits it, but each
+        share goes to whichever session is free: no session waits for the slowest share of a
+        batch before it starts on the next. On a 2-core CPU shared with a decoding thread,
+        that barrier idled a core whenever decoding preempted one session: `classify` over
+        1,024 JPEGs took 0.94× the time in INT8 and 0.92× in FP32 without it, on 2 AMD EPYC
+        cores.
 
         Raises:
             InferenceError: as `run`, for the first batch that failed; the batches after it
                 are dropped.
         """
         parts = self._split.parts
-        if len(parts) == 1:
-            for key, pixels in batches:
-                yield key, self.run(pixels)
-            return
         free: queue.SimpleQueue[Callable[[np.ndarray], np.ndarray]] = queue.SimpleQueue()
         for part in parts:
             free.put(part)
@@ -184,20 +182,20 @@ class Runner:
                 free.put(part)
 
         pending: deque[tuple[K, list[Future[np.ndarray]]]] = deque()
-        with ThreadPoolExecutor(len(parts), thread_name_prefix="edge-ssl-stream") as pool:
-            try:
-                for key, pixels in batches:
-                    shares = (np.array_split(pixels, min(len(parts), len(pixels)))
-                              if len(pixels) else [])
-                    pending.append((key, [pool.submit(run_share, s) for s in shares]))
-                    if len(pending) > STREAM_AHEAD:
-                        yield self._collect(*pending.popleft())
-                while pending:
+        pool = ThreadPoolExecutor(len(parts), thread_name_prefix="edge-ssl-stream")
+        try:
+            for key, pixels in batches:
+                shares = (np.array_split(pixels, min(len(parts), len(pixels)))
+                          if len(pixels) else [])
+                pending.append((key, [pool.submit(run_share, s) for s in shares]))
+                if len(pending) > STREAM_AHEAD:
                     yield self._collect(*pending.popleft())
-            finally:
-                for _, futures in pending:
-                    for future in futures:
-                        future.cancel()
+            while pending:
+                yield self._collect(*pending.popleft())
+        finally:
+            # On an error or an early close: the shares not started are dropped, and the
+            # sessions are idle again when this returns.
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _collect(self, key: K, futures: list[Future[np.ndarray]]) -> tuple[K, np.ndarray]:
         if not futures:

@@ -103,6 +103,20 @@ def test_a_stream_stops_at_the_first_failing_batch(model: Path) -> None:
     assert answered == ["first"]
 
 
+def test_a_stream_closed_early_leaves_no_thread_behind(model: Path) -> None:
+    import threading
+
+    runner = open_layout(model, Device.CPU, Layout(2, 1))
+    try:
+        stream = runner.stream((i, images(8, seed=i)) for i in range(20))
+        assert next(stream)[0] == 0
+        assert any(t.name.startswith("edge-ssl-stream") for t in threading.enumerate())
+        stream.close()  # as a KeyboardInterrupt in the caller's loop does
+        assert not any(t.name.startswith("edge-ssl-stream") for t in threading.enumerate())
+    finally:
+        runner.close()
+
+
 def test_a_session_that_fails_to_open_fails_the_layout(
         model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     opened: list[int] = []
