@@ -31,7 +31,11 @@ _BACKGROUND = (255, 255, 255)
 
 def is_image_file(path: Path) -> bool:
     """True when the suffix is one edge-ssl reads (case-insensitive: Tiny ImageNet uses .JPEG)."""
-    return path.suffix.lower() in IMAGE_EXTENSIONS
+    return _is_image_name(path.name)
+
+
+def _is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
 def list_images(folder: Path, recursive: bool = False) -> list[Path]:
@@ -49,17 +53,28 @@ def list_images(folder: Path, recursive: bool = False) -> list[Path]:
         try:
             with os.scandir(pending.pop()) as entries:
                 for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        if recursive:
-                            pending.append(entry.path)
-                    elif (not entry.name.startswith(".")
-                          and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS
-                          and (entry.is_file() or entry.is_symlink())):
-                        found.append(entry.path)
+                    _sort_entry(entry, recursive, found, pending)
         except OSError:
             continue
-    found.sort(key=lambda path: path.split(os.sep))  # the order of the Paths, cheaper
+    # The order of the Paths (case-insensitive on Windows), without building a Path per compare.
+    found.sort(key=lambda path: os.path.normcase(path).split(os.sep))
     return [Path(path) for path in found]
+
+
+def _sort_entry(entry: os.DirEntry[str], recursive: bool, found: list[str],
+                pending: list[str]) -> None:
+    """Put a folder's entry where it belongs: a subfolder to visit, an image file, or nowhere.
+    A link counts as a file without being followed (a looping or broken link is reported when
+    it is read, with the rest)."""
+    try:
+        if entry.is_dir(follow_symlinks=False):
+            if recursive:
+                pending.append(entry.path)
+        elif (not entry.name.startswith(".") and _is_image_name(entry.name)
+              and (entry.is_symlink() or entry.is_file())):
+            found.append(entry.path)
+    except OSError:  # gone since the folder was listed
+        pass
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

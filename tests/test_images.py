@@ -192,6 +192,7 @@ def test_listing_finds_the_images_a_glob_would_in_path_order(tmp_path: Path) -> 
     (tmp_path / "folder.jpg").mkdir()  # a folder is never an image, whatever its name
     (tmp_path / "gone.jpg").symlink_to(tmp_path / "missing.jpg")  # reported later, not dropped
     (tmp_path / "linked").symlink_to(tmp_path / "b", target_is_directory=True)  # not followed
+    (tmp_path / "b" / "loop.jpg").symlink_to(tmp_path / "b" / "loop.jpg")  # listed, not followed
 
     def glob(pattern: str) -> list[Path]:
         return sorted(p for p in tmp_path.glob(pattern) if not p.name.startswith(".")
@@ -201,7 +202,7 @@ def test_listing_finds_the_images_a_glob_would_in_path_order(tmp_path: Path) -> 
     assert found == glob("**/*")
     assert [p.relative_to(tmp_path).as_posix() for p in found] == [
         ".hidden-folder/kept.jpg", "a/deep/er/c.gif", "a/z.JPEG", "a-b/x.jpeg", "b/1.PNG",
-        "b/2.jpg", "gone.jpg", "top.webp"]
+        "b/2.jpg", "b/loop.jpg", "gone.jpg", "top.webp"]
     assert images.list_images(tmp_path) == glob("*") == [tmp_path / "gone.jpg",
                                                          tmp_path / "top.webp"]
     assert images.list_images(tmp_path / "nowhere") == []
