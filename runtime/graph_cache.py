@@ -6,18 +6,20 @@ classifier takes on 2 AMD EPYC cores, 7 of the INT8 one's 11, paid by every comm
 session of a layout. Saved once (`optimized_model_filepath`) and loaded without optimizing
 again, the same graph opens in 2–4 ms and gives the same answers, as fast. The saved graph is
 valid only on the CPU and the onnxruntime that made it, so it is kept under a key of the model's
-content, the CPU's name and flags, and onnxruntime's version, in `graphs/` of edge-ssl's cache
-folder (`user_cache`), the MAX_GRAPHS used last. Anything that goes wrong with the cache costs
-only the time it would have saved: a graph that fails to load is deleted and the model opened as
-usual. CUDA and TensorRT sessions are not cached: their graphs are optimized for a GPU, and
-TensorRT keeps its own engines.
+content, the CPU's name and flags, and onnxruntime's version and build, in `graphs/` of edge-
+ssl's cache folder (`user_cache`), the MAX_GRAPHS used last. Anything that goes wrong with the
+cache costs only the time it would have saved: a graph that fails to load is deleted and the
+model opened as usual. CUDA and TensorRT sessions are not cached: their graphs are optimized for
+a GPU, and TensorRT keeps its own engines.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-import threading
+import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 
 FOLDER = "graphs"
 MAX_GRAPHS = 16  # the least recently used go first: up to 10 MB each
+TEMPORARY = ".tmp"  # a graph being saved
+STALE_TEMPORARY_SECONDS = 3600  # a save this old was killed: its file is deleted
 CPU = "CPUExecutionProvider"
 
 Load = Callable[[Path, "ort.SessionOptions"], "ort.InferenceSession"]
@@ -42,10 +46,14 @@ def open_cpu(path: Path, options: ort.SessionOptions, load: Load) -> ort.Inferen
     """A CPU session of `path`: from its saved graph when there is one, else opened by `load`
     (which raises what is wrong with the model) and its optimized graph saved for next time.
 
-    `options` must ask for full optimization; it is left as it came.
+    Only sessions asking for full optimization are cached (the key holds no other option);
+    `options` is left as it came.
     """
+    import onnxruntime as ort
+
     saved = graph_file(path)
-    if saved is None:
+    full = options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if saved is None or not full:
         return load(path, options)
     if saved.is_file():
         session = _open_saved(saved, options)
@@ -62,7 +70,8 @@ def graph_file(path: Path) -> Path | None:
     folder, digest, cpu = user_cache.folder(), user_cache.model_digest(path), fingerprint()
     if folder is None or digest is None or cpu is None:
         return None
-    return folder / FOLDER / f"{digest}-{cpu}-onnxruntime{ort.__version__}.onnx"
+    build = hashlib.sha256(ort.get_build_info().encode()).hexdigest()[:8]
+    return folder / FOLDER / f"{digest}-{cpu}-onnxruntime{ort.__version__}-{build}.onnx"
 
 
 def _open_saved(saved: Path, options: ort.SessionOptions) -> ort.InferenceSession | None:
@@ -74,7 +83,10 @@ def _open_saved(saved: Path, options: ort.SessionOptions) -> ort.InferenceSessio
         session = ort.InferenceSession(str(saved), options, providers=[CPU])
     except Exception as exc:  # noqa: BLE001 - onnxruntime's own types: any failure, forget it
         log.debug("dropping the saved graph %s: %s", saved, exc)
-        saved.unlink(missing_ok=True)
+        try:
+            saved.unlink(missing_ok=True)
+        except OSError:  # a cache shared read-only: the model opens as usual all the same
+            pass
         return None
     finally:
         options.graph_optimization_level = level
@@ -87,10 +99,13 @@ def _open_saved(saved: Path, options: ort.SessionOptions) -> ort.InferenceSessio
 
 def _open_and_save(path: Path, options: ort.SessionOptions, load: Load,
                    saved: Path) -> ort.InferenceSession:
-    # A file of this process and thread: two jobs may save the same graph at once.
-    temporary = saved.with_name(f".{saved.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
+    # A name of its own: another job (or another machine sharing the folder) may save the
+    # same graph at once. Created here first: onnxruntime failing to write it would fail the
+    # session, and the model would be optimized twice.
+    temporary = saved.with_name(f".{saved.stem}.{uuid.uuid4().hex}{TEMPORARY}")
     try:
         saved.parent.mkdir(parents=True, exist_ok=True)
+        temporary.touch(exist_ok=False)
     except OSError as exc:
         log.debug("cannot keep optimized graphs in %s: %s", saved.parent, exc)
         return load(path, options)
@@ -99,15 +114,16 @@ def _open_and_save(path: Path, options: ort.SessionOptions, load: Load,
         try:
             session = load(path, options)
         except ModelError:
-            # The model, or writing its graph: opened again without saving, so that the
-            # model's own error, if it has one, is the one raised.
+            # The model, or writing its graph after all: opened again without saving, so
+            # that the model's own error, if it has one, is the one raised.
             options.optimized_model_filepath = ""
             return load(path, options)
-        _keep(temporary, saved)
+        if graph_file(path) == saved:  # the file was not replaced while it was being read
+            _keep(temporary, saved)
         return session
     finally:
         options.optimized_model_filepath = ""
-        temporary.unlink(missing_ok=True)
+        _unlink(temporary)
 
 
 def _keep(temporary: Path, saved: Path) -> None:
@@ -119,6 +135,18 @@ def _keep(temporary: Path, saved: Path) -> None:
 
 
 def _evict(folder: Path) -> None:
+    """Keep the MAX_GRAPHS graphs used last, and no temporary file of a save that was killed."""
     graphs = sorted(folder.glob("*.onnx"), key=lambda graph: graph.stat().st_mtime_ns)
+    stale = time.time() - STALE_TEMPORARY_SECONDS
     for graph in graphs[:-MAX_GRAPHS]:
-        graph.unlink(missing_ok=True)
+        _unlink(graph)
+    for temporary in folder.glob(f".*{TEMPORARY}"):
+        if temporary.stat().st_mtime < stale:
+            _unlink(temporary)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.debug("could not delete %s: %s", path, exc)

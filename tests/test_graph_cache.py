@@ -121,10 +121,65 @@ def test_a_broken_model_still_says_what_is_wrong_and_leaves_nothing(
 def test_only_the_graphs_used_last_are_kept(tmp_path: Path, cache: Path, opened: list[str],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(graph_cache, "MAX_GRAPHS", 2)
-    models = [onnx_models.build_model(tmp_path / f"{i}.onnx", onnx_models.colour_weights(gain=g))
-              for i, g in enumerate([5.0, 6.0, 7.0])]
-    for i, model in enumerate(models):
+    first, second, third = [
+        onnx_models.build_model(tmp_path / f"{i}.onnx", onnx_models.colour_weights(gain=g))
+        for i, g in enumerate([5.0, 6.0, 7.0])]
+    for age, model in enumerate([first, second]):
         answers(model, opened)
-        os.utime(graph_cache.graph_file(model), ns=(i, i))  # oldest first, whatever the clock
-    answers(models[0], opened)  # used again: the newest, saved once more
-    assert kept(cache) == sorted(graph_cache.graph_file(m) for m in models[::2])
+        os.utime(graph_cache.graph_file(model), ns=(age, age))  # the first is the oldest
+    assert answers(first, opened)[1] == str(graph_cache.graph_file(first))  # used: now newest
+    answers(third, opened)
+    assert kept(cache) == sorted(graph_cache.graph_file(m) for m in (first, third))
+
+
+def test_a_cache_folder_that_refuses_files_costs_no_second_optimization(
+        tmp_path: Path, cache: Path, opened: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    (cache / graph_cache.FOLDER).mkdir(parents=True)
+
+    def read_only(self: Path, *args: Any, **kwargs: Any) -> None:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "touch", read_only)
+    model = onnx_models.build_model(tmp_path / "m.onnx")
+    answers(model, opened)
+    assert opened == [str(model)] and kept(cache) == []
+
+
+def test_a_model_replaced_while_it_opens_leaves_no_graph_under_the_old_key(
+        tmp_path: Path, cache: Path) -> None:
+    import onnxruntime as ort
+
+    model = onnx_models.build_model(tmp_path / "m.onnx")
+    old_key = graph_cache.graph_file(model)
+
+    def load_then_replace(path: Path, options: ort.SessionOptions) -> ort.InferenceSession:
+        session = ort.InferenceSession(str(path), options, providers=[graph_cache.CPU])
+        onnx_models.build_model(path, -onnx_models.colour_weights())  # a re-export lands
+        return session
+
+    graph_cache.open_cpu(model, ort.SessionOptions(), load_then_replace)
+    assert old_key is not None and not old_key.exists() and kept(cache) == []
+
+
+def test_only_fully_optimized_sessions_are_kept(tmp_path: Path, cache: Path) -> None:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    model = onnx_models.build_model(tmp_path / "m.onnx")
+    graph_cache.open_cpu(model, options, lambda path, opts: ort.InferenceSession(
+        str(path), opts, providers=[graph_cache.CPU]))
+    assert kept(cache) == []
+
+
+def test_a_killed_save_leaves_its_temporary_file_only_for_a_while(
+        tmp_path: Path, cache: Path, opened: list[str]) -> None:
+    folder = cache / graph_cache.FOLDER
+    folder.mkdir(parents=True)
+    killed, recent = folder / ".old-save.tmp", folder / ".other-job-saving.tmp"
+    for temporary in (killed, recent):
+        temporary.write_bytes(b"half a graph")
+    os.utime(killed, (0, 0))
+    model = onnx_models.build_model(tmp_path / "m.onnx")
+    answers(model, opened)
+    assert kept(cache) == sorted([recent, graph_cache.graph_file(model)])
