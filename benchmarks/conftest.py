@@ -35,8 +35,9 @@ RESULTS = pytest.StashKey[Results]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Every session calibrates afresh, as a user's first job on a model does, and leaves the
-    # user's own cache of layouts alone (the benchmark model outlives the session).
+    # Every session calibrates afresh and saves the optimized graphs afresh, as a user's first
+    # job on a model does, and leaves the user's own cache alone (the benchmark model outlives
+    # the session).
     from edge_ssl.runtime.user_cache import CACHE_ENV
 
     folder = tempfile.mkdtemp(prefix="edge-ssl-bench-layouts-")
