@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from onnx import TensorProto
 
 from edge_ssl import contract
 from edge_ssl.errors import DeviceError, ModelError
+from edge_ssl.runtime import model as runtime_model
 from edge_ssl.runtime.model import (
     DEFAULT_MODEL,
     Device,
@@ -214,15 +216,39 @@ class _NoGpuSession(ort.InferenceSession):
         super().__init__(path, options, **kwargs)
 
 
-def test_device_that_does_not_start(models: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = onnx_models.build_model(models / "no_gpu.onnx")
+@pytest.fixture()
+def no_gpu(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """CUDA in the build but not starting; the providers each session asked for, in order."""
+    asked: list[list[str]] = []
+
+    class Recording(_NoGpuSession):
+        def __init__(self, path: str, options: ort.SessionOptions, **kwargs: object) -> None:
+            asked.append(list(kwargs["providers"]))  # type: ignore[call-overload]
+            super().__init__(path, options, **kwargs)
+
     monkeypatch.setattr(ort, "get_available_providers",
                         lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    monkeypatch.setattr(ort, "InferenceSession", _NoGpuSession)
+    monkeypatch.setattr(ort, "InferenceSession", Recording)
+    # What this process learnt about CUDA stays in the test.
+    monkeypatch.setattr(runtime_model, "_CUDA_DID_NOT_START", threading.Event())
+    return asked
+
+
+def test_device_that_does_not_start(models: Path, no_gpu: list[list[str]]) -> None:
+    path = onnx_models.build_model(models / "no_gpu.onnx")
 
     with pytest.raises(DeviceError, match="could not start CUDAExecutionProvider here"):
         open_session(path, Device.CUDA)
     assert open_session(path, Device.AUTO)[2] == "CPUExecutionProvider"
+
+
+def test_auto_tries_cuda_once_per_process(models: Path, no_gpu: list[list[str]]) -> None:
+    path = onnx_models.build_model(models / "auto_once.onnx")
+
+    for _ in range(3):
+        assert open_session(path, Device.AUTO)[2] == "CPUExecutionProvider"
+    cuda = "CUDAExecutionProvider"
+    assert [cuda in providers for providers in no_gpu] == [True, False, False]
 
 
 def test_metadata_values_are_json(models: Path) -> None:
