@@ -40,7 +40,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # the session).
     from edge_ssl.runtime.user_cache import CACHE_ENV
 
-    folder = tempfile.mkdtemp(prefix="edge-ssl-bench-layouts-")
+    folder = tempfile.mkdtemp(prefix="edge-ssl-bench-cache-")
     os.environ[CACHE_ENV] = folder
     config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
     # pytest-benchmark reads these options in its own pytest_configure, which runs last.

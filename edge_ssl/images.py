@@ -53,7 +53,7 @@ def list_images(folder: Path, recursive: bool = False) -> list[Path]:
         try:
             with os.scandir(pending.pop()) as entries:
                 for entry in entries:
-                    _sort_entry(entry, recursive, found, pending)
+                    _place_entry(entry, recursive, found, pending)
         except OSError:
             continue
     # The order of the Paths (case-insensitive on Windows), without building a Path per compare.
@@ -61,7 +61,7 @@ def list_images(folder: Path, recursive: bool = False) -> list[Path]:
     return [Path(path) for path in found]
 
 
-def _sort_entry(entry: os.DirEntry[str], recursive: bool, found: list[str],
+def _place_entry(entry: os.DirEntry[str], recursive: bool, found: list[str],
                 pending: list[str]) -> None:
     """Put a folder's entry where it belongs: a subfolder to visit, an image file, or nowhere.
     A link counts as a file without being followed (a looping or broken link is reported when

@@ -42,11 +42,7 @@ class CpuInfo:
 
 def cpu_info(cpuinfo: Path = CPUINFO) -> CpuInfo:
     """Describe this machine's CPU; never raises."""
-    try:
-        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        text = ""
-    name, flags = parse_cpuinfo(text)
+    name, flags = parse_cpuinfo(_read(cpuinfo) or "")
     return CpuInfo(
         name=name or platform.processor() or platform.machine() or "unknown",
         machine=platform.machine(),
@@ -72,12 +68,19 @@ def fingerprint() -> str | None:
     """This CPU's name and every flag it reports, as one short string: what a graph optimized
     for this CPU (its vector width, its instructions) is only valid on. None where the flags
     cannot be read (outside Linux): two such CPUs could not be told apart."""
-    try:
-        text = CPUINFO.read_text(encoding="utf-8", errors="replace")
-    except OSError:
+    text = _read(CPUINFO)
+    if text is None:
         return None
     name, flags = parse_cpuinfo(text)
     if not flags:
         return None
     described = " ".join([name, platform.machine(), *sorted(flags)])
     return hashlib.sha256(described.encode()).hexdigest()[:16]
+
+
+def _read(cpuinfo: Path) -> str | None:
+    """/proc/cpuinfo's text; None where there is none (outside Linux)."""
+    try:
+        return cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None

@@ -37,14 +37,14 @@ FOLDER = "graphs"
 MAX_GRAPHS = 16  # the least recently used go first: up to 10 MB each
 TEMPORARY = ".tmp"  # a graph being saved
 STALE_TEMPORARY_SECONDS = 3600  # a save this old was killed: its file is deleted
-CPU = "CPUExecutionProvider"
 
 Load = Callable[[Path, "ort.SessionOptions"], "ort.InferenceSession"]
 
 
 def open_cpu(path: Path, options: ort.SessionOptions, load: Load) -> ort.InferenceSession:
-    """A CPU session of `path`: from its saved graph when there is one, else opened by `load`
-    (which raises what is wrong with the model) and its optimized graph saved for next time.
+    """A CPU session of `path`: from its saved graph when there is one, else of the model
+    itself, its optimized graph saved for next time. `load` opens a file on the CPU provider
+    and raises ModelError for what is wrong with it.
 
     Only sessions asking for full optimization are cached (the key holds no other option);
     `options` is left as it came.
@@ -56,7 +56,7 @@ def open_cpu(path: Path, options: ort.SessionOptions, load: Load) -> ort.Inferen
     if saved is None or not full:
         return load(path, options)
     if saved.is_file():
-        session = _open_saved(saved, options)
+        session = _open_saved(saved, options, load)
         if session is not None:
             return session
     return _open_and_save(path, options, load, saved)
@@ -74,19 +74,17 @@ def graph_file(path: Path) -> Path | None:
     return folder / FOLDER / f"{digest}-{cpu}-onnxruntime{ort.__version__}-{build}.onnx"
 
 
-def _open_saved(saved: Path, options: ort.SessionOptions) -> ort.InferenceSession | None:
+def _open_saved(saved: Path, options: ort.SessionOptions,
+                load: Load) -> ort.InferenceSession | None:
     import onnxruntime as ort
 
     level = options.graph_optimization_level
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
-        session = ort.InferenceSession(str(saved), options, providers=[CPU])
-    except Exception as exc:  # noqa: BLE001 - onnxruntime's own types: any failure, forget it
+        session = load(saved, options)
+    except ModelError as exc:  # a damaged or foreign file: forget it, open the model itself
         log.debug("dropping the saved graph %s: %s", saved, exc)
-        try:
-            saved.unlink(missing_ok=True)
-        except OSError:  # a cache shared read-only: the model opens as usual all the same
-            pass
+        _unlink(saved)
         return None
     finally:
         options.graph_optimization_level = level

@@ -150,7 +150,7 @@ class Runner:
             InferenceError: onnxruntime failed, as one line that names the model.
         """
         if not len(pixels):
-            return np.zeros((0, len(self.info.labels)), np.float32)
+            return self._no_rows()
         return self._split(pixels)
 
     def stream(self, batches: Iterable[tuple[K, np.ndarray]]) -> Iterator[tuple[K, np.ndarray]]:
@@ -199,8 +199,12 @@ class Runner:
 
     def _collect(self, key: K, futures: list[Future[np.ndarray]]) -> tuple[K, np.ndarray]:
         if not futures:
-            return key, np.zeros((0, len(self.info.labels)), np.float32)
+            return key, self._no_rows()
         return key, np.concatenate([future.result() for future in futures])
+
+    def _no_rows(self) -> np.ndarray:
+        """The answer to a batch of no images: `[0, C]`."""
+        return np.zeros((0, len(self.info.labels)), np.float32)
 
     def _run_one(self, session: ort.InferenceSession, pixels: np.ndarray) -> np.ndarray:
         try:

@@ -12,7 +12,7 @@ import pytest
 
 from edge_ssl.errors import ModelError
 from edge_ssl.runtime import graph_cache
-from edge_ssl.runtime.model import Device, open_session
+from edge_ssl.runtime.model import CPU, Device, open_session
 from edge_ssl.runtime.user_cache import CACHE_ENV
 
 pytestmark = pytest.mark.skipif(graph_cache.fingerprint() is None,
@@ -43,7 +43,7 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def answers(model: Path, opened: list[str]) -> tuple[np.ndarray, str]:
     """The model's probabilities of `images()`, and the file the session was opened from."""
     session, _, provider = open_session(model, Device.CPU, threads=1)
-    assert provider == graph_cache.CPU
+    assert provider == CPU
     return session.run(None, {"image": images()})[0], opened[-1]
 
 
@@ -153,7 +153,7 @@ def test_a_model_replaced_while_it_opens_leaves_no_graph_under_the_old_key(
     old_key = graph_cache.graph_file(model)
 
     def load_then_replace(path: Path, options: ort.SessionOptions) -> ort.InferenceSession:
-        session = ort.InferenceSession(str(path), options, providers=[graph_cache.CPU])
+        session = ort.InferenceSession(str(path), options, providers=[CPU])
         onnx_models.build_model(path, -onnx_models.colour_weights())  # a re-export lands
         return session
 
@@ -168,7 +168,7 @@ def test_only_fully_optimized_sessions_are_kept(tmp_path: Path, cache: Path) -> 
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     model = onnx_models.build_model(tmp_path / "m.onnx")
     graph_cache.open_cpu(model, options, lambda path, opts: ort.InferenceSession(
-        str(path), opts, providers=[graph_cache.CPU]))
+        str(path), opts, providers=[CPU]))
     assert kept(cache) == []
 
 
