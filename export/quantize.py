@@ -6,6 +6,8 @@ in FP32 between Transposes and is slower than FP32 (docs/benchmarks.md has the m
 The weights use 7 bits of the 8 (`reduce_range`), so that x86 CPUs without VNNI, whose u8·s8
 instruction saturates 16-bit sums of full-range products, answer as ARM, browsers and VNNI CPUs
 do.
+The convolution that reads the image is quantized with a fourth input channel of zeros
+(`graph_edit.widen_first_conv`), which onnxruntime's fast INT8 kernel needs.
 
 INT8 keeps the FP32 model's answers: when the fully quantized model's top-1 agrees with FP32 on
 fewer of the gate images than the budget asks, the nodes ranked most sensitive are kept in FP32,
@@ -36,7 +38,7 @@ from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_floa
 
 from edge_ssl import contract
 from edge_ssl.errors import ExportError
-from edge_ssl.export import verify
+from edge_ssl.export import graph_edit, verify
 from edge_ssl.stats import Rate
 
 log = logging.getLogger(__name__)
@@ -87,9 +89,17 @@ class Int8Quantizer:
         except Exception as exc:  # onnxruntime's tools raise many unrelated types
             self.close()
             raise ExportError(f"INT8 preparation failed: {type(exc).__name__}: {exc}") from exc
-        nodes = onnx.load(self._prepared).graph.node
+        prepared = onnx.load(self._prepared)
+        nodes = prepared.graph.node
         self._softmax = [n.name for n in nodes if n.op_type == "Softmax"]
         self.candidates = [n.name for n in nodes if n.op_type in FALLBACK_OPS and n.name]
+        # What is quantized whenever the image's convolution is: the same model with that
+        # convolution widened to 4 input channels (graph_edit.widen_first_conv); `_rgba` names
+        # it and the MatMul that widens it, which stays float. Kept in FP32, the convolution
+        # is faster on 3 channels, so the fallback then quantizes the plain file.
+        self._widened = folder / "widened.onnx"
+        self._rgba = graph_edit.widen_first_conv(prepared, calibration.shape[2])
+        onnx.save(prepared, self._widened)
 
     def __enter__(self) -> Int8Quantizer:
         return self
@@ -107,9 +117,14 @@ class Int8Quantizer:
         quantized), calibrated on `calibration` (default: the images given at construction)."""
         output = Path(self._tmp.name) / "int8.onnx"
         images = self._calibration if calibration is None else calibration
+        source, floats = self._prepared, []
+        if self._rgba is not None:
+            conv, matmul = self._rgba
+            if conv not in keep_fp32 and (only is None or conv in only):
+                source, floats = self._widened, [matmul]
         try:
             quantize_static(
-                str(self._prepared), str(output), _Batches(images),
+                str(source), str(output), _Batches(images),
                 quant_format=QuantFormat.QDQ,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
@@ -120,7 +135,7 @@ class Int8Quantizer:
                 reduce_range=True,
                 calibrate_method=CalibrationMethod.MinMax,
                 nodes_to_quantize=list(only) if only is not None else None,
-                nodes_to_exclude=[*self._softmax, *keep_fp32],
+                nodes_to_exclude=[*self._softmax, *keep_fp32, *floats],
             )
         except Exception as exc:  # onnxruntime's tools raise many unrelated types
             raise ExportError(f"INT8 quantization failed: {type(exc).__name__}: {exc}") from exc

@@ -137,3 +137,45 @@ def not_onnx(path: Path) -> Path:
     """A file named .onnx that holds text."""
     path.write_text("this is not a model\n", encoding="utf-8")
     return path
+
+
+def preprocessing_graph(size: int, offset: float | None = None,
+                        resize: bool = True) -> onnx.ModelProto:
+    """uint8 NHWC → Cast → Transpose → antialiased Resize to `size` → ·scale (+ offset) → Conv with
+    zero padding → mean → Softmax, the shape of what tf2onnx writes."""
+    rng = np.random.default_rng(0)
+    weights = [
+        numpy_helper.from_array(np.array(1 / 255, np.float32), "scale"),
+        numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "kernel"),
+        numpy_helper.from_array(np.array([0], np.int64), "zero"),
+        numpy_helper.from_array(np.array([2], np.int64), "two"),
+        numpy_helper.from_array(np.array([size, size], np.int64), "hw"),
+        numpy_helper.from_array(np.array([2, 3], np.int64), "spatial"),
+    ]
+    nodes = [helper.make_node("Cast", [contract.INPUT_NAME], ["x"], to=TensorProto.FLOAT),
+             helper.make_node("Transpose", ["x"], ["nchw"], perm=[0, 3, 1, 2])]
+    if resize:
+        nodes += [helper.make_node("Shape", ["nchw"], ["shape"]),
+                  helper.make_node("Slice", ["shape", "zero", "two"], ["nc"]),
+                  helper.make_node("Concat", ["nc", "hw"], ["sizes"], axis=0),
+                  helper.make_node("Resize", ["nchw", "", "", "sizes"], ["resized"],
+                                   mode="linear", coordinate_transformation_mode="half_pixel",
+                                   antialias=1, exclude_outside=1)]
+    nodes.append(helper.make_node("Mul", ["resized" if resize else "nchw", "scale"], ["scaled"]))
+    conv_input = "scaled"
+    if offset is not None:
+        weights.append(numpy_helper.from_array(np.array(offset, np.float32), "offset"))
+        nodes.append(helper.make_node("Add", ["scaled", "offset"], ["shifted"]))
+        conv_input = "shifted"
+    nodes += [helper.make_node("Conv", [conv_input, "kernel"], ["features"], pads=[1, 1, 1, 1],
+                               strides=[2, 2], name="features_conv"),
+              helper.make_node("ReduceMean", ["features", "spatial"], ["pooled"], keepdims=0),
+              helper.make_node("Softmax", ["pooled"], [contract.OUTPUT_NAME], axis=-1)]
+    image = helper.make_tensor_value_info(contract.INPUT_NAME, TensorProto.UINT8,
+                                          ["batch", "height", "width", 3])
+    out = helper.make_tensor_value_info(contract.OUTPUT_NAME, TensorProto.FLOAT, ["batch", 4])
+    model = helper.make_model(helper.make_graph(nodes, "g", [image], [out], weights),
+                              opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model

@@ -217,6 +217,28 @@ def test_int8_quantizes_every_convolution(exported: tuple[Path, ExportReport]) -
     assert all(n.input[0] in dequantized and n.input[1] in dequantized for n in convs)
 
 
+def test_int8_image_convolution_reads_four_channels_straight(
+        exported: tuple[Path, ExportReport], tmp_path: Path) -> None:
+    # onnxruntime's fast INT8 convolution needs input channels in multiples of 4: the file
+    # widens the image with a float MatMul, and in the graph onnxruntime runs no Transpose is
+    # left between the image and the first convolution.
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(exported[0] / "classifier.int8.onnx"), options,
+                         providers=["CPUExecutionProvider"])
+    graph = onnx.load(tmp_path / "optimized.onnx").graph
+    made = {out: node for node in graph.node for out in node.output}
+    conv = next(node for node in graph.node if node.op_type == "QLinearConv")
+    path, tensor = [], conv.input[0]
+    while tensor in made:
+        path.append(made[tensor].op_type)
+        tensor = made[tensor].input[0]
+    assert tensor == contract.INPUT_NAME
+    assert "MatMul" in path and "Transpose" not in path, path
+
+
 def test_fp16_keeps_resize_and_io_in_float32(exported: tuple[Path, ExportReport]) -> None:
     proto = onnx.shape_inference.infer_shapes(onnx.load(exported[0] / "classifier.fp16.onnx"))
     types = {v.name: v.type.tensor_type.elem_type for v in proto.graph.value_info}

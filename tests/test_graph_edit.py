@@ -1,4 +1,5 @@
-"""export.graph_edit on small hand-built graphs: the folded rescale, the fixed-size file."""
+"""export.graph_edit on small hand-built graphs: the folded rescale, the fixed-size file, the
+image's convolution widened to four channels."""
 
 from __future__ import annotations
 
@@ -6,54 +7,14 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import numpy_helper
+from onnx_models import preprocessing_graph
 
 from edge_ssl import contract
 from edge_ssl.errors import ExportError
-from edge_ssl.export.graph_edit import fold_rescale, to_fixed
+from edge_ssl.export.graph_edit import fold_rescale, to_fixed, widen_first_conv
 
 SIZE = 6
-
-
-def preprocessing_graph(offset: float | None = None, resize: bool = True) -> onnx.ModelProto:
-    """uint8 NHWC → Cast → Transpose → antialiased Resize to SIZE → ·scale (+ offset) → Conv with
-    zero padding → mean → Softmax, the shape of what tf2onnx writes."""
-    rng = np.random.default_rng(0)
-    weights = [
-        numpy_helper.from_array(np.array(1 / 255, np.float32), "scale"),
-        numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "kernel"),
-        numpy_helper.from_array(np.array([0], np.int64), "zero"),
-        numpy_helper.from_array(np.array([2], np.int64), "two"),
-        numpy_helper.from_array(np.array([SIZE, SIZE], np.int64), "hw"),
-        numpy_helper.from_array(np.array([2, 3], np.int64), "spatial"),
-    ]
-    nodes = [helper.make_node("Cast", [contract.INPUT_NAME], ["x"], to=TensorProto.FLOAT),
-             helper.make_node("Transpose", ["x"], ["nchw"], perm=[0, 3, 1, 2])]
-    if resize:
-        nodes += [helper.make_node("Shape", ["nchw"], ["shape"]),
-                  helper.make_node("Slice", ["shape", "zero", "two"], ["nc"]),
-                  helper.make_node("Concat", ["nc", "hw"], ["sizes"], axis=0),
-                  helper.make_node("Resize", ["nchw", "", "", "sizes"], ["resized"],
-                                   mode="linear", coordinate_transformation_mode="half_pixel",
-                                   antialias=1, exclude_outside=1)]
-    nodes.append(helper.make_node("Mul", ["resized" if resize else "nchw", "scale"], ["scaled"]))
-    conv_input = "scaled"
-    if offset is not None:
-        weights.append(numpy_helper.from_array(np.array(offset, np.float32), "offset"))
-        nodes.append(helper.make_node("Add", ["scaled", "offset"], ["shifted"]))
-        conv_input = "shifted"
-    nodes += [helper.make_node("Conv", [conv_input, "kernel"], ["features"], pads=[1, 1, 1, 1],
-                               strides=[2, 2]),
-              helper.make_node("ReduceMean", ["features", "spatial"], ["pooled"], keepdims=0),
-              helper.make_node("Softmax", ["pooled"], [contract.OUTPUT_NAME], axis=-1)]
-    image = helper.make_tensor_value_info(contract.INPUT_NAME, TensorProto.UINT8,
-                                          ["batch", "height", "width", 3])
-    out = helper.make_tensor_value_info(contract.OUTPUT_NAME, TensorProto.FLOAT, ["batch", 4])
-    model = helper.make_model(helper.make_graph(nodes, "g", [image], [out], weights),
-                              opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    return model
 
 
 def run(model: onnx.ModelProto, images: np.ndarray) -> np.ndarray:
@@ -66,7 +27,7 @@ def images(height: int = SIZE, width: int = SIZE) -> np.ndarray:
 
 
 def test_fold_rescale_is_exact_with_zero_padding() -> None:
-    model = preprocessing_graph()
+    model = preprocessing_graph(size=SIZE)
     before = run(model, images(9, 13))
 
     assert fold_rescale(model)
@@ -79,7 +40,7 @@ def test_fold_rescale_is_exact_with_zero_padding() -> None:
 
 def test_fold_rescale_leaves_an_offset_alone() -> None:
     # With x·s + o, the convolution's padded zeros stand for −o/s: folding would not be exact.
-    model = preprocessing_graph(offset=-1.0)
+    model = preprocessing_graph(offset=-1.0, size=SIZE)
     before = model.SerializeToString()
 
     assert not fold_rescale(model)
@@ -88,7 +49,7 @@ def test_fold_rescale_leaves_an_offset_alone() -> None:
 
 
 def test_fixed_file_drops_the_resize_and_keeps_the_answers() -> None:
-    model = preprocessing_graph()
+    model = preprocessing_graph(size=SIZE)
 
     fixed = to_fixed(model, SIZE)
 
@@ -105,4 +66,23 @@ def test_fixed_file_drops_the_resize_and_keeps_the_answers() -> None:
 
 def test_fixed_file_needs_exactly_one_resize() -> None:
     with pytest.raises(ExportError, match="expected one Resize inside the graph, found 0"):
-        to_fixed(preprocessing_graph(resize=False), SIZE)
+        to_fixed(preprocessing_graph(resize=False, size=SIZE), SIZE)
+
+
+@pytest.mark.parametrize(("resize", "width"), [(True, SIZE), (False, 8)])
+def test_widened_image_convolution_keeps_the_answers(resize: bool, width: int) -> None:
+    # SIZE (6) is no multiple of 4: the MatMul widens one pixel per row; at 8, four per row.
+    model = preprocessing_graph(resize=resize, size=SIZE)
+    pixels = images(SIZE if resize else width, width)
+    before = run(model, pixels)
+
+    assert widen_first_conv(model, width) == ("features_conv", "features_conv/rgba/matmul")
+
+    kernels = {i.name: i for i in model.graph.initializer}
+    assert list(kernels["kernel"].dims) == [4, 4, 3, 3]  # 4 filters of 4 channels, 3×3
+    (pad,) = [numpy_helper.to_array(kernels[n.input[1]]) for n in model.graph.node
+              if n.op_type == "MatMul"]
+    assert pad.shape == ((3, 4) if width == SIZE else (12, 16))
+    onnx.checker.check_model(model, full_check=True)
+    np.testing.assert_allclose(run(model, pixels), before, atol=1e-6)
+    assert widen_first_conv(model, width) is None  # no convolution reads 3 channels any more

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_models
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -121,3 +122,34 @@ def test_ranking_puts_the_nodes_that_quantize_badly_first(
         ranked = quantizer.rank(predict)
 
     assert sorted(ranked[:2]) == ["outlier", "readout"] and ranked[2] == "colour"
+
+
+def test_the_image_convolution_is_quantized_on_four_channels(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # onnxruntime's fast INT8 convolution reads input channels in multiples of 4.
+    model = onnx_models.preprocessing_graph(size=8, resize=False)
+    images = np.random.default_rng(2).integers(0, 256, (24, 8, 8, 3), dtype=np.uint8)
+
+    def weights(proto: onnx.ModelProto) -> tuple[list[int], set[str]]:
+        """The convolution's kernel dims, and the op types feeding the MatMuls."""
+        graph = proto.graph
+        made = {out: n for n in graph.node for out in n.output}
+        consts = {i.name: i for i in graph.initializer}
+        (conv,) = [n for n in graph.node if n.op_type == "Conv"]
+        kernel = made[conv.input[1]].input[0] if conv.input[1] in made else conv.input[1]
+        feeding = {made[name].op_type for n in graph.node if n.op_type == "MatMul"
+                   for name in n.input if name in made}
+        return list(consts[kernel].dims), feeding
+
+    with Int8Quantizer(model, images[:16]) as quantizer:
+        widened = quantizer.quantize()
+        in_fp32 = quantizer.quantize(keep_fp32=["features_conv"])
+    monkeypatch.setattr(quantize.graph_edit, "widen_first_conv", lambda *_: None)
+    with Int8Quantizer(model, images[:16]) as quantizer:
+        plain = quantizer.quantize()
+
+    assert weights(widened) == ([4, 4, 3, 3], {"Reshape"})  # the MatMul reads floats
+    assert weights(in_fp32) == ([4, 3, 3, 3], set()) and weights(plain)[0] == [4, 3, 3, 3]
+    answers = [verify.predict(verify.session(p.SerializeToString()), images[16:])
+               for p in (widened, plain)]
+    np.testing.assert_allclose(answers[0], answers[1], atol=1e-6)  # a zero channel adds nothing
