@@ -98,7 +98,7 @@ class Int8Quantizer:
         # it and the MatMul that widens it, which stays float. Kept in FP32, the convolution
         # is faster on 3 channels, so the fallback then quantizes the plain file.
         self._widened = folder / "widened.onnx"
-        self._rgba = graph_edit.widen_first_conv(prepared, calibration.shape[2])
+        self._rgba = graph_edit.widen_first_conv(prepared, calibration.shape[2])  # model size
         onnx.save(prepared, self._widened)
 
     def __enter__(self) -> Int8Quantizer:
