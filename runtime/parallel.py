@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 CALIBRATION_SECONDS = 0.15  # timed per candidate layout and comparison, in all
 CALIBRATION_ROUNDS = 3  # blocks each of two candidates is timed in, alternately
 CALIBRATION_RUNS = 1  # calls per block at least, whatever the time
+# After a run, a spinning onnxruntime session's intra-op threads keep spinning for tens of
+# milliseconds (20 were not enough, 50 were, onnxruntime 1.31): the engine timed next would share
+# its cores with them, and two one-thread sessions timed after one two-thread session measured
+# 1.4x slower than alone, so calibration always kept the one session.
+CALIBRATION_SETTLE_SECONDS = 0.08
 STREAM_AHEAD = 2  # batches in flight while `Runner.stream`'s caller prepares the next
 
 K = TypeVar("K")
@@ -327,8 +332,9 @@ class _Tally:
         return self.images / self.seconds if self.seconds else 0.0
 
     def time(self, engine: Engine, images: np.ndarray, seconds: float) -> None:
-        """One untimed call (after the other engine ran, caches and threads are cold), then
-        calls for `seconds`, CALIBRATION_RUNS at least."""
+        """A pause for the other engine's threads to stop spinning, one untimed call (caches
+        and threads are cold), then calls for `seconds`, CALIBRATION_RUNS at least."""
+        time.sleep(CALIBRATION_SETTLE_SECONDS)
         engine(images)
         calls, start = 0, time.perf_counter()
         while calls < CALIBRATION_RUNS or time.perf_counter() - start < seconds:

@@ -230,6 +230,9 @@ class FakeClock:
     def perf_counter(self) -> float:
         return self.now
 
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
 
 @pytest.mark.parametrize("slows_at", [0.03, 0.1, 0.15, 0.25])
 def test_calibration_is_not_fooled_by_a_machine_that_slows_down(
@@ -261,3 +264,34 @@ def test_calibration_is_not_fooled_by_a_machine_that_slows_down(
     # Alternate blocks: each engine's calls come in CALIBRATION_ROUNDS separate runs.
     runs = [name for i, name in enumerate(calls) if i == 0 or calls[i - 1] != name]
     assert runs == ["slow", "fast"] * parallel.CALIBRATION_ROUNDS
+
+
+def test_calibration_lets_the_other_engines_threads_stop_spinning(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spinning onnxruntime session keeps its threads busy for tens of milliseconds after a
+    run; an engine timed straight after it would share the cores with them. Each block starts
+    CALIBRATION_SETTLE_SECONDS after the other engine's last call ended."""
+    clock = FakeClock()
+    monkeypatch.setattr(parallel, "time", clock)
+    calls: list[tuple[str, float, float]] = []  # (engine, start, end)
+
+    class Engine:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def __call__(self, images: np.ndarray) -> np.ndarray:
+            start = clock.now
+            clock.now += 0.01
+            calls.append((self.name, start, clock.now))
+            return images
+
+        def close(self) -> None:
+            pass
+
+    parallel.fastest(Engine("one"), [lambda: Engine("two")], images(4), seconds=0.15)
+
+    switches = [(before, after) for before, after in zip(calls, calls[1:], strict=False)
+                if before[0] != after[0]]
+    assert len(switches) == 2 * parallel.CALIBRATION_ROUNDS - 1
+    assert all(after[1] - before[2] >= parallel.CALIBRATION_SETTLE_SECONDS - 1e-9
+               for before, after in switches)
