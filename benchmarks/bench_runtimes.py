@@ -77,11 +77,13 @@ def one_layout(threads: int) -> Callable[[int], list[Layout]]:
 def fastest(runtime: Runtime, batch_size: int, images: np.ndarray,
             seconds: float = SEARCH_SECONDS) -> Prepared:
     """`runtime` prepared in the layout with the most images per second on `images`, each
-    candidate timed for `seconds`; the other layouts are closed."""
+    candidate timed for `seconds`; the other layouts are closed. Blocks start after a pause
+    for spinning threads to stop, whether or not this runtime's threads spin."""
     first, *others = runtime.layouts(batch_size)
     return parallel.fastest(runtime.prepare(batch_size, first),
                             [functools.partial(runtime.prepare, batch_size, layout)
-                             for layout in others], images, seconds)
+                             for layout in others], images, seconds,
+                            parallel.SPIN_SETTLE_SECONDS if seconds else 0.0)
 
 
 class Missing(Exception):

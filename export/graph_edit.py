@@ -1,12 +1,15 @@
-"""Edits of a converted ONNX graph that remove run-time work the export can do once.
+"""Edits of a converted ONNX graph that remove run-time work the export can do once, or let
+onnxruntime use a faster kernel.
 
-Both edits are exact (or exact up to float rounding) and every file they produce goes through the
-same checks as any other: the parity check against Keras proves them on each export.
+Every edit is exact (or exact up to float rounding), and every file it produces goes through the
+same checks as any other: the parity check against Keras for the FP32 files, the INT8 gate for
+the INT8 ones.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import onnx
@@ -15,7 +18,7 @@ from onnx import helper, numpy_helper
 from edge_ssl import contract
 from edge_ssl.errors import ExportError
 
-RGB, RGBA = 3, 4
+RGB, WIDE = 3, 4  # the image's channels, and as many as onnxruntime's fast INT8 kernel takes
 PIXELS_PER_ROW = 4  # pixels per row of the MatMul that widens the image (see widen_first_conv)
 
 
@@ -87,50 +90,59 @@ def widen_first_conv(proto: onnx.ModelProto, size: int) -> tuple[str, str] | Non
     """Give the convolution that reads the RGB image a fourth input channel of zeros, in place.
 
     onnxruntime's fast INT8 convolution on x86 (MLAS's indirect "ConvSym" kernel) takes input
-    channels in multiples of 4; with 3 it falls back to im2col and a GEMM, and the first
-    convolution of the INT8 model ran slower than in FP32 (0.98 ms against 0.74 at batch 32,
-    onnxruntime 1.31, one AVX-512 VNNI core; 0.48 ms widened). A MatMul by a 0/1 matrix appends
-    the zero channel in NHWC, and the kernel gets a zero slice, so every sum is the same. The
-    MatMul takes four pixels per row when the width allows (12 → 16 columns; one pixel per row,
-    3 → 4, ran 1.5× slower in MLAS's GEMM). The Transposes around it cancel against the graph's
-    own in onnxruntime's layout optimizer. FP32 is left alone: its first convolution is faster on
-    3 channels.
+    channels in multiples of 4; on 3 it falls back to im2col and a GEMM, slower than FP32's
+    convolution (docs/benchmarks.md has the numbers). A MatMul by a 0/1 matrix appends the zero
+    channel in NHWC, four pixels per row when `size` (the width reaching the convolution: the
+    model's own) allows, and the kernel gets a zero slice, so every sum is the same. The
+    Transposes around the MatMul cancel against the graph's own in onnxruntime's layout
+    optimizer. FP32 files are left alone: their first convolution is faster on 3 channels.
 
     Returns the names of the convolution and of the MatMul, which quantizing must leave in float;
     None when no convolution reads 3 channels.
     """
     graph = proto.graph
     weights = {init.name: init for init in graph.initializer}
-    for index, conv in enumerate(graph.node):
-        kernel = weights.get(conv.input[1]) if conv.op_type == "Conv" else None
-        if (kernel is None or len(kernel.dims) != 4 or kernel.dims[1] != RGB
-                or _attribute(conv, "group", 1) != 1
-                or len(_consumers(graph, kernel.name)) != 1):
-            continue
-        original = numpy_helper.to_array(kernel)
-        wide = np.zeros((original.shape[0], RGBA, *original.shape[2:]), original.dtype)
-        wide[:, :RGB] = original
-        kernel.CopyFrom(numpy_helper.from_array(wide, kernel.name))
-        pixels = PIXELS_PER_ROW if size % PIXELS_PER_ROW == 0 else 1
-        pad = np.kron(np.eye(pixels, dtype=np.float32), np.eye(RGB, RGBA, dtype=np.float32))
-        name = f"{conv.name or 'conv'}/rgba"
-        graph.initializer.extend([
-            numpy_helper.from_array(pad, f"{name}/pad"),
-            numpy_helper.from_array(np.array([0, 0, -1, RGB * pixels], np.int64), f"{name}/rows"),
-            numpy_helper.from_array(np.array([0, 0, -1, RGBA], np.int64), f"{name}/nhwc")])
-        nodes = [
-            helper.make_node("Transpose", [conv.input[0]], [f"{name}/rgb"], perm=[0, 2, 3, 1]),
-            helper.make_node("Reshape", [f"{name}/rgb", f"{name}/rows"], [f"{name}/rows_in"]),
-            helper.make_node("MatMul", [f"{name}/rows_in", f"{name}/pad"], [f"{name}/rows_out"],
-                             name=f"{name}/matmul"),
-            helper.make_node("Reshape", [f"{name}/rows_out", f"{name}/nhwc"], [f"{name}/rgba"]),
-            helper.make_node("Transpose", [f"{name}/rgba"], [f"{name}/nchw"], perm=[0, 3, 1, 2]),
-        ]
-        conv.input[0] = f"{name}/nchw"
-        for offset, node in enumerate(nodes):
-            graph.node.insert(index + offset, node)
-        return conv.name, nodes[2].name
-    return None
+    found = next(((index, conv) for index, conv in enumerate(graph.node)
+                  if _reads_rgb(graph, conv, weights)), None)
+    if found is None:
+        return None
+    index, conv = found
+    kernel = weights[conv.input[1]]
+    original = numpy_helper.to_array(kernel)
+    wide = np.zeros((original.shape[0], WIDE, *original.shape[2:]), original.dtype)
+    wide[:, :RGB] = original
+    kernel.CopyFrom(numpy_helper.from_array(wide, kernel.name))
+    pixels = PIXELS_PER_ROW if size % PIXELS_PER_ROW == 0 else 1
+    name = f"{conv.name or 'conv'}/widen"
+    # Widths are explicit, not -1: a reshape of an empty batch cannot infer a -1.
+    graph.initializer.extend([
+        numpy_helper.from_array(np.kron(np.eye(pixels, dtype=np.float32),
+                                        np.eye(RGB, WIDE, dtype=np.float32)), f"{name}/pad"),
+        numpy_helper.from_array(np.array([0, 0, size // pixels, RGB * pixels], np.int64),
+                                f"{name}/rows_shape"),
+        numpy_helper.from_array(np.array([0, 0, size, WIDE], np.int64), f"{name}/nhwc_shape")])
+
+    def step(op: str, inputs: list[str], output: str, **attributes: Any) -> onnx.NodeProto:
+        return helper.make_node(op, inputs, [f"{name}/{output}"], name=f"{name}/{output}",
+                                **attributes)
+
+    nodes = [step("Transpose", [conv.input[0]], "to_nhwc", perm=[0, 2, 3, 1]),
+             step("Reshape", [f"{name}/to_nhwc", f"{name}/rows_shape"], "rows"),
+             step("MatMul", [f"{name}/rows", f"{name}/pad"], "matmul"),
+             step("Reshape", [f"{name}/matmul", f"{name}/nhwc_shape"], "nhwc"),
+             step("Transpose", [f"{name}/nhwc"], "to_nchw", perm=[0, 3, 1, 2])]
+    for offset, node in enumerate(nodes):
+        graph.node.insert(index + offset, node)
+    conv.input[0] = f"{name}/to_nchw"
+    return conv.name, f"{name}/matmul"
+
+
+def _reads_rgb(graph: onnx.GraphProto, node: onnx.NodeProto,
+               weights: dict[str, onnx.TensorProto]) -> bool:
+    """Whether `node` is an ordinary convolution over 3 channels with a kernel of its own."""
+    kernel = weights.get(node.input[1]) if node.op_type == "Conv" else None
+    return (kernel is not None and len(kernel.dims) == 4 and kernel.dims[1] == RGB
+            and _attribute(node, "group", 1) == 1 and len(_consumers(graph, kernel.name)) == 1)
 
 
 def _attribute(node: onnx.NodeProto, name: str, default: int) -> int:

@@ -94,12 +94,14 @@ class Int8Quantizer:
         self._softmax = [n.name for n in nodes if n.op_type == "Softmax"]
         self.candidates = [n.name for n in nodes if n.op_type in FALLBACK_OPS and n.name]
         # What is quantized whenever the image's convolution is: the same model with that
-        # convolution widened to 4 input channels (graph_edit.widen_first_conv); `_rgba` names
-        # it and the MatMul that widens it, which stays float. Kept in FP32, the convolution
-        # is faster on 3 channels, so the fallback then quantizes the plain file.
+        # convolution widened to 4 input channels (graph_edit.widen_first_conv); `_widening`
+        # names it and the MatMul that widens it, which stays float. Kept in FP32, the
+        # convolution is faster on 3 channels, so the fallback then quantizes the plain file.
+        # The calibration images have the model's own size, the width the convolution sees.
         self._widened = folder / "widened.onnx"
-        self._rgba = graph_edit.widen_first_conv(prepared, calibration.shape[2])  # model size
-        onnx.save(prepared, self._widened)
+        self._widening = graph_edit.widen_first_conv(prepared, calibration.shape[2])
+        if self._widening is not None:
+            onnx.save(prepared, self._widened)
 
     def __enter__(self) -> Int8Quantizer:
         return self
@@ -118,8 +120,8 @@ class Int8Quantizer:
         output = Path(self._tmp.name) / "int8.onnx"
         images = self._calibration if calibration is None else calibration
         source, floats = self._prepared, []
-        if self._rgba is not None:
-            conv, matmul = self._rgba
+        if self._widening is not None:
+            conv, matmul = self._widening
             if conv not in keep_fp32 and (only is None or conv in only):
                 source, floats = self._widened, [matmul]
         try:

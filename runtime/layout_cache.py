@@ -22,6 +22,9 @@ from edge_ssl.runtime.parallel import Layout
 log = logging.getLogger(__name__)
 
 FILE_NAME = "layouts.json"
+# Bumped when calibration changes what it would choose, so that older choices are not reused:
+# 2 pauses between blocks for spinning threads (1 had kept one session for spinning layouts).
+CALIBRATION = 2
 MAX_ENTRIES = 256  # the oldest go first: a cache of models long deleted should not grow
 
 
@@ -42,7 +45,7 @@ def key(model: Path, device: str, batch_size: int, cores: int, spin: bool) -> st
     if digest is None:
         return None
     return (f"{digest} {device} batch={batch_size} cores={cores} spin={int(spin)} "
-            f"{cpu_info().name} onnxruntime={ort.__version__}")
+            f"{cpu_info().name} onnxruntime={ort.__version__} calibration={CALIBRATION}")
 
 
 def load(entry: str | None) -> Layout | None:

@@ -36,11 +36,10 @@ if TYPE_CHECKING:
 CALIBRATION_SECONDS = 0.15  # timed per candidate layout and comparison, in all
 CALIBRATION_ROUNDS = 3  # blocks each of two candidates is timed in, alternately
 CALIBRATION_RUNS = 1  # calls per block at least, whatever the time
-# After a run, a spinning onnxruntime session's intra-op threads keep spinning for tens of
-# milliseconds (20 were not enough, 50 were, onnxruntime 1.31): the engine timed next would share
-# its cores with them, and two one-thread sessions timed after one two-thread session measured
-# 1.4x slower than alone, so calibration always kept the one session.
-CALIBRATION_SETTLE_SECONDS = 0.08
+# A spinning onnxruntime session's idle threads spin on for 20-50 ms after a run (1.31): an engine
+# timed right after shared its cores with them (two one-thread sessions ran 1.4x slower than alone,
+# so calibrating spinning sessions always kept the one session).
+SPIN_SETTLE_SECONDS = 0.08
 STREAM_AHEAD = 2  # batches in flight while `Runner.stream`'s caller prepares the next
 
 K = TypeVar("K")
@@ -272,7 +271,8 @@ def open_runner(path: Path, device: Device = Device.AUTO, sessions: int | None =
         elif runner.provider == CPU and choose and remembered not in candidates:
             runner = fastest(runner, [functools.partial(open_layout, path, device, layout, spin)
                                       for layout in candidates[1:]],
-                             random_images(batch_size, runner.info.image_size))
+                             random_images(batch_size, runner.info.image_size),
+                             settle=SPIN_SETTLE_SECONDS if spin else 0.0)
             layout_cache.store(entry, runner.layout)
         yield runner
     finally:
@@ -291,7 +291,7 @@ E = TypeVar("E", bound=Engine)
 
 
 def fastest(first: E, others: Sequence[Callable[[], E]], images: np.ndarray,
-            seconds: float = CALIBRATION_SECONDS) -> E:
+            seconds: float = CALIBRATION_SECONDS, settle: float = 0.0) -> E:
     """Of `first` and the engines `others` open, the one with the most images per second on
     `images`; the rest are closed (on an error, all but `first`, which the caller closes).
 
@@ -299,7 +299,8 @@ def fastest(first: E, others: Sequence[Callable[[], E]], images: np.ndarray,
     CALIBRATION_ROUNDS short blocks (`seconds` each in all): a machine whose speed drifts for
     seconds at a time (a shared VM's does, by 40 %) would otherwise crown whichever engine ran
     in a fast moment, and the choice is remembered (`layout_cache`). Two engines are open at a
-    time, not all of them.
+    time, not all of them. Each block starts `settle` seconds after the other engine's last call:
+    SPIN_SETTLE_SECONDS for engines whose idle threads spin.
     """
     best = first
     for open_other in others:
@@ -307,8 +308,8 @@ def fastest(first: E, others: Sequence[Callable[[], E]], images: np.ndarray,
         try:
             best_calls, engine_calls = (_Tally(), _Tally())
             for _ in range(CALIBRATION_ROUNDS):
-                best_calls.time(best, images, seconds / CALIBRATION_ROUNDS)
-                engine_calls.time(engine, images, seconds / CALIBRATION_ROUNDS)
+                best_calls.time(best, images, seconds / CALIBRATION_ROUNDS, settle)
+                engine_calls.time(engine, images, seconds / CALIBRATION_ROUNDS, settle)
         except BaseException:
             engine.close()
             if best is not first:  # `first` is the caller's to close
@@ -331,10 +332,10 @@ class _Tally:
     def rate(self) -> float:
         return self.images / self.seconds if self.seconds else 0.0
 
-    def time(self, engine: Engine, images: np.ndarray, seconds: float) -> None:
-        """A pause for the other engine's threads to stop spinning, one untimed call (caches
-        and threads are cold), then calls for `seconds`, CALIBRATION_RUNS at least."""
-        time.sleep(CALIBRATION_SETTLE_SECONDS)
+    def time(self, engine: Engine, images: np.ndarray, seconds: float, settle: float) -> None:
+        """A pause of `settle` seconds (the other engine's threads stop spinning), one untimed
+        call (caches and threads are cold), then calls for `seconds`, CALIBRATION_RUNS at least."""
+        time.sleep(settle)
         engine(images)
         calls, start = 0, time.perf_counter()
         while calls < CALIBRATION_RUNS or time.perf_counter() - start < seconds:

@@ -169,7 +169,8 @@ def preprocessing_graph(size: int, offset: float | None = None,
         conv_input = "shifted"
     nodes += [helper.make_node("Conv", [conv_input, "kernel"], ["features"], pads=[1, 1, 1, 1],
                                strides=[2, 2], name="features_conv"),
-              helper.make_node("ReduceMean", ["features", "spatial"], ["pooled"], keepdims=0),
+              helper.make_node("ReduceMean", ["features", "spatial"], ["pooled"], keepdims=0,
+                               name="pool"),
               helper.make_node("Softmax", ["pooled"], [contract.OUTPUT_NAME], axis=-1)]
     image = helper.make_tensor_value_info(contract.INPUT_NAME, TensorProto.UINT8,
                                           ["batch", "height", "width", 3])

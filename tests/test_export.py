@@ -221,7 +221,8 @@ def test_int8_image_convolution_reads_four_channels_straight(
         exported: tuple[Path, ExportReport], tmp_path: Path) -> None:
     # onnxruntime's fast INT8 convolution needs input channels in multiples of 4: the file
     # widens the image with a float MatMul, and in the graph onnxruntime runs no Transpose is
-    # left between the image and the first convolution.
+    # left between the image and the first convolution. The fixture exports with no fallback
+    # (max_fp32_nodes=0), so that convolution is quantized and widened.
     import onnxruntime as ort
 
     options = ort.SessionOptions()

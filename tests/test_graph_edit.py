@@ -69,20 +69,24 @@ def test_fixed_file_needs_exactly_one_resize() -> None:
         to_fixed(preprocessing_graph(resize=False, size=SIZE), SIZE)
 
 
-@pytest.mark.parametrize(("resize", "width"), [(True, SIZE), (False, 8)])
-def test_widened_image_convolution_keeps_the_answers(resize: bool, width: int) -> None:
-    # SIZE (6) is no multiple of 4: the MatMul widens one pixel per row; at 8, four per row.
-    model = preprocessing_graph(resize=resize, size=SIZE)
-    pixels = images(SIZE if resize else width, width)
+@pytest.mark.parametrize(("size", "resize", "height", "width", "row"),
+                         [(SIZE, True, SIZE, SIZE, 3), (8, False, 8, 8, 12), (8, True, 9, 13, 12)])
+def test_widened_image_convolution_keeps_the_answers(size: int, resize: bool, height: int,
+                                                     width: int, row: int) -> None:
+    # At 6 (no multiple of 4) the MatMul widens one pixel per row, at 8 four; the Resize makes
+    # the model's size out of any other.
+    model = preprocessing_graph(size=size, resize=resize)
+    pixels = images(height, width)
     before = run(model, pixels)
 
-    assert widen_first_conv(model, width) == ("features_conv", "features_conv/rgba/matmul")
+    assert widen_first_conv(model, size) == ("features_conv", "features_conv/widen/matmul")
 
     kernels = {i.name: i for i in model.graph.initializer}
     assert list(kernels["kernel"].dims) == [4, 4, 3, 3]  # 4 filters of 4 channels, 3×3
     (pad,) = [numpy_helper.to_array(kernels[n.input[1]]) for n in model.graph.node
               if n.op_type == "MatMul"]
-    assert pad.shape == ((3, 4) if width == SIZE else (12, 16))
+    assert pad.shape == (row, row // 3 * 4)
     onnx.checker.check_model(model, full_check=True)
     np.testing.assert_allclose(run(model, pixels), before, atol=1e-6)
-    assert widen_first_conv(model, width) is None  # no convolution reads 3 channels any more
+    assert run(model, pixels[:0]).shape == (0, 4)  # an empty batch still answers
+    assert widen_first_conv(model, size) is None  # no convolution reads 3 channels any more

@@ -144,12 +144,16 @@ def test_the_image_convolution_is_quantized_on_four_channels(
     with Int8Quantizer(model, images[:16]) as quantizer:
         widened = quantizer.quantize()
         in_fp32 = quantizer.quantize(keep_fp32=["features_conv"])
+        alone = quantizer.quantize(only=["features_conv"])  # how rank() scores it
+        without = quantizer.quantize(only=["pool"])  # another node alone: the plain file
     monkeypatch.setattr(quantize.graph_edit, "widen_first_conv", lambda *_: None)
     with Int8Quantizer(model, images[:16]) as quantizer:
         plain = quantizer.quantize()
 
     assert weights(widened) == ([4, 4, 3, 3], {"Reshape"})  # the MatMul reads floats
+    assert weights(alone) == ([4, 4, 3, 3], {"Reshape"})
     assert weights(in_fp32) == ([4, 3, 3, 3], set()) and weights(plain)[0] == [4, 3, 3, 3]
+    assert weights(without)[0] == [4, 3, 3, 3]
     answers = [verify.predict(verify.session(p.SerializeToString()), images[16:])
                for p in (widened, plain)]
     np.testing.assert_allclose(answers[0], answers[1], atol=1e-6)  # a zero channel adds nothing

@@ -169,6 +169,23 @@ def test_a_calibrated_layout_is_remembered_for_the_same_model_and_batch(
     assert len(timed) == 2
 
 
+@pytest.mark.parametrize("spin", [True, False])
+def test_calibration_pauses_only_for_spinning_threads(
+        spin: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = onnx_models.build_model(tmp_path / "classifier.onnx")
+    settles: list[float] = []
+    real_fastest = parallel.fastest
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        settles.append(kwargs["settle"])
+        return real_fastest(*args, **kwargs)
+
+    monkeypatch.setattr(parallel, "fastest", recording)
+    with open_runner(path, Device.CPU, batch_size=16, cores=2, spin=spin):
+        pass
+    assert settles == [parallel.SPIN_SETTLE_SECONDS if spin else 0.0]
+
+
 def test_a_broken_layout_cache_costs_only_the_calibration(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: Path) -> None:
     layout_cache.cache_file().parent.mkdir(parents=True, exist_ok=True)
@@ -222,7 +239,7 @@ def test_zero_sessions_are_refused(model: Path, tmp_path: Path) -> None:
 
 
 class FakeClock:
-    """`parallel`'s `time` module, whose perf_counter only the fake engines' calls advance."""
+    """`parallel`'s `time` module, whose clock only the fake engines' calls and sleeps advance."""
 
     def __init__(self) -> None:
         self.now = 0.0
@@ -270,7 +287,7 @@ def test_calibration_lets_the_other_engines_threads_stop_spinning(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A spinning onnxruntime session keeps its threads busy for tens of milliseconds after a
     run; an engine timed straight after it would share the cores with them. Each block starts
-    CALIBRATION_SETTLE_SECONDS after the other engine's last call ended."""
+    `settle` seconds after the other engine's last call ended."""
     clock = FakeClock()
     monkeypatch.setattr(parallel, "time", clock)
     calls: list[tuple[str, float, float]] = []  # (engine, start, end)
@@ -288,10 +305,11 @@ def test_calibration_lets_the_other_engines_threads_stop_spinning(
         def close(self) -> None:
             pass
 
-    parallel.fastest(Engine("one"), [lambda: Engine("two")], images(4), seconds=0.15)
+    parallel.fastest(Engine("one"), [lambda: Engine("two")], images(4), seconds=0.15,
+                     settle=parallel.SPIN_SETTLE_SECONDS)
 
     switches = [(before, after) for before, after in zip(calls, calls[1:], strict=False)
                 if before[0] != after[0]]
     assert len(switches) == 2 * parallel.CALIBRATION_ROUNDS - 1
-    assert all(after[1] - before[2] >= parallel.CALIBRATION_SETTLE_SECONDS - 1e-9
+    assert all(after[1] - before[2] >= parallel.SPIN_SETTLE_SECONDS - 1e-9
                for before, after in switches)
