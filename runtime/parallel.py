@@ -37,8 +37,7 @@ CALIBRATION_SECONDS = 0.15  # timed per candidate layout and comparison, in all
 CALIBRATION_ROUNDS = 3  # blocks each of two candidates is timed in, alternately
 CALIBRATION_RUNS = 1  # calls per block at least, whatever the time
 # A spinning onnxruntime session's idle threads spin on for 20-50 ms after a run (1.31): an engine
-# timed right after shared its cores with them (two one-thread sessions ran 1.4x slower than alone,
-# so calibrating spinning sessions always kept the one session).
+# timed right after shared its cores with them, and ran 1.4x slower (docs/benchmarks.md).
 SPIN_SETTLE_SECONDS = 0.08
 STREAM_AHEAD = 2  # batches in flight while `Runner.stream`'s caller prepares the next
 
@@ -110,8 +109,12 @@ class Split:
         self._pool = (ThreadPoolExecutor(len(parts) - 1, thread_name_prefix="edge-ssl-run")
                       if len(parts) > 1 else None)
 
+    def shares(self, images: np.ndarray) -> list[np.ndarray]:
+        """`images` cut into one contiguous share per part, in order, one image each at least."""
+        return np.array_split(images, min(len(self.parts), len(images)))
+
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        shares = np.array_split(images, min(len(self.parts), len(images)))
+        shares = self.shares(images)
         if self._pool is None or len(shares) == 1:
             return self.parts[0](images)
         futures = [self._pool.submit(part, share)
@@ -165,9 +168,7 @@ class Runner:
         (decoding, writing rows) overlaps it. A batch is split as `run` splits it, but each
         share goes to whichever session is free: no session waits for the slowest share of a
         batch before it starts on the next. On a 2-core CPU shared with a decoding thread,
-        that barrier idled a core whenever decoding preempted one session: `classify` over
-        1,024 JPEGs took 0.94× the time in INT8 and 0.92× in FP32 without it, on 2 AMD EPYC
-        cores.
+        that barrier idled a core whenever decoding preempted one session (docs/benchmarks.md).
 
         Raises:
             InferenceError: as `run`, for the first batch that failed; the batches after it
@@ -189,8 +190,7 @@ class Runner:
         pool = ThreadPoolExecutor(len(parts), thread_name_prefix="edge-ssl-stream")
         try:
             for key, pixels in batches:
-                shares = (np.array_split(pixels, min(len(parts), len(pixels)))
-                          if len(pixels) else [])
+                shares = self._split.shares(pixels) if len(pixels) else []
                 pending.append((key, [pool.submit(run_share, s) for s in shares]))
                 if len(pending) > STREAM_AHEAD:
                     yield self._collect(*pending.popleft())
